@@ -1,0 +1,18 @@
+# The newcomer's entry points. Each installs what a fresh machine lacks first.
+.PHONY: deps demo test check bench bench-quick
+
+deps:
+	@scripts/install-deps.sh
+
+## Run the zero-setup demo: two demo apps and the proxy in front of them.
+demo: deps
+	cargo run --release -- demo
+
+## Run every test (unit and end-to-end against real backends and the real binary).
+test: deps
+	cargo test
+
+## Validate every example config.
+check: deps
+	cargo build --quiet
+	@for f in conf/*.toml; do ./target/debug/switchyard check --config $$f || exit 1; done

@@ -1,0 +1,33 @@
+//! The shared state of one running switchyard, wired once at start: config, routing table,
+//! metrics, open-connection tracking and the switch controller. The data plane, the admin
+//! socket and the health checker each hold an `Arc<App>`; none of them owns the others.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::drain::Tracker;
+use crate::metrics::Metrics;
+use crate::routing::{Color, Router};
+
+pub struct App {
+    pub cfg: Config,
+    pub router: Router,
+    pub metrics: Arc<Metrics>,
+    pub tracker: Tracker,
+    pub controller: Controller,
+}
+
+impl App {
+    pub fn new(cfg: Config, active: Color) -> Arc<App> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_active(active);
+        Arc::new(App {
+            router: Router::new(&cfg, active, &metrics),
+            tracker: Tracker::new(metrics.clone()),
+            controller: Controller::default(),
+            metrics,
+            cfg,
+        })
+    }
+}

@@ -1,0 +1,788 @@
+//! The TOML config: serde types that reject unknown keys, then explicit validators that turn
+//! them into a [`Config`] the rest of the crate can trust. Every error names `FILE:LINE:COL`.
+//!
+//! This module does not touch sockets or files other than the config itself; resolving a
+//! host name in a server address is the one exception, because `check` must catch a typo
+//! there before a deploy does.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::routing::Color;
+
+/// A config that failed to load: where and what, ready to print as `FILE:LINE:COL: message`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the config: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{col}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+}
+
+/// A duration written with a unit (`"500ms"`, `"5s"`, `"1m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"500ms"`, `"5s"`, `"1m"`, `"1h 30m"`; a bare number is refused because `30` could
+/// mean seconds or milliseconds and a wrong guess at 3 a.m. is expensive.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty duration: write a number with a unit, like \"5s\"".into());
+    }
+    if t.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "duration \"{s}\" has no unit: write \"{t}s\" or \"{t}ms\""
+        ));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration \"{s}\": {e} (examples: \"500ms\", \"5s\", \"1m\")"))
+}
+
+fn default_threads() -> Spanned<usize> {
+    Spanned::new(0..0, 2)
+}
+fn default_initial() -> Spanned<ColorName> {
+    Spanned::new(0..0, ColorName::Blue)
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/switchyard/admin.sock")
+}
+fn default_state_file() -> PathBuf {
+    PathBuf::from("/var/lib/switchyard/state")
+}
+fn dur(s: u64) -> Dur {
+    Dur(Duration::from_secs(s))
+}
+fn default_upstream_idle() -> Dur {
+    dur(4)
+}
+fn default_connect_timeout() -> Dur {
+    dur(2)
+}
+fn default_header_name() -> Spanned<String> {
+    Spanned::new(0..0, "x-switchyard-color".into())
+}
+fn default_hook_timeout() -> Dur {
+    dur(60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: RawListen,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    switch: RawSwitch,
+    #[serde(default)]
+    shutdown: RawShutdown,
+    preview: Option<RawPreview>,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    http: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_threads")]
+    threads: Spanned<usize>,
+    /// Idle pooled upstream connections are closed after this, below common backend
+    /// keep-alive timeouts (node: 5 s) so a pooled connection is never reused just as the
+    /// backend closes it.
+    #[serde(default = "default_upstream_idle")]
+    upstream_idle_timeout: Dur,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: Dur,
+    /// pingora's socket for a zero-downtime binary upgrade.
+    upgrade_sock: Option<PathBuf>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            threads: default_threads(),
+            upstream_idle_timeout: default_upstream_idle(),
+            connect_timeout: default_connect_timeout(),
+            upgrade_sock: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_socket")]
+    socket: PathBuf,
+    metrics: Option<Spanned<String>>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            socket: default_socket(),
+            metrics: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default = "default_state_file")]
+    file: PathBuf,
+    #[serde(default = "default_initial")]
+    initial: Spanned<ColorName>,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            file: default_state_file(),
+            initial: default_initial(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ColorName {
+    #[default]
+    Blue,
+    Green,
+}
+
+impl From<ColorName> for Color {
+    fn from(c: ColorName) -> Color {
+        match c {
+            ColorName::Blue => Color::Blue,
+            ColorName::Green => Color::Green,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    path: Spanned<String>,
+    interval: Dur,
+    timeout: Dur,
+    rise: Spanned<u32>,
+    fall: Spanned<u32>,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            path: Spanned::new(0..0, "/health/ready".into()),
+            interval: dur(2),
+            timeout: dur(1),
+            rise: Spanned::new(0..0, 2),
+            fall: Spanned::new(0..0, 3),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSwitch {
+    gate_timeout: Dur,
+    drain_timeout: Dur,
+    watch: Dur,
+    max_errors: Spanned<u64>,
+}
+
+impl Default for RawSwitch {
+    fn default() -> Self {
+        RawSwitch {
+            gate_timeout: dur(50),
+            drain_timeout: dur(30),
+            watch: dur(30),
+            max_errors: Spanned::new(0..0, 3),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    timeout: Dur,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        RawShutdown { timeout: dur(30) }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPreview {
+    #[serde(default = "default_header_name")]
+    header: Spanned<String>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    #[serde(default)]
+    pre_switch: String,
+    #[serde(default)]
+    post_commit: String,
+    #[serde(default)]
+    on_rollback: String,
+    #[serde(default = "default_hook_timeout")]
+    timeout: Dur,
+}
+
+impl Default for RawHooks {
+    fn default() -> Self {
+        RawHooks {
+            pre_switch: String::new(),
+            post_commit: String::new(),
+            on_rollback: String::new(),
+            timeout: default_hook_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    path_prefix: Spanned<String>,
+    host: Option<Spanned<String>>,
+    /// Overrides `[health] path` for this route's servers.
+    health_path: Option<Spanned<String>>,
+    blue: Spanned<Vec<Spanned<String>>>,
+    green: Spanned<Vec<Spanned<String>>>,
+}
+
+/// The validated config. Everything here has been checked; nothing downstream re-validates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listen_http: SocketAddr,
+    pub threads: usize,
+    pub upstream_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub upgrade_sock: PathBuf,
+    pub admin_socket: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    pub state_file: PathBuf,
+    pub initial: Color,
+    pub health: HealthConfig,
+    pub switch: SwitchConfig,
+    pub shutdown_timeout: Duration,
+    pub preview: Option<PreviewConfig>,
+    pub hooks: HooksConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    pub gate_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub watch: Duration,
+    pub max_errors: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PreviewConfig {
+    /// Lower-case header name.
+    pub header: String,
+    pub allow: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HooksConfig {
+    pub pre_switch: Option<String>,
+    pub post_commit: Option<String>,
+    pub on_rollback: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub path_prefix: String,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    pub health_path: String,
+    pub blue: Vec<SocketAddr>,
+    pub green: Vec<SocketAddr>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates config text; `path` is only used in messages and to name the file.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let at = |span: Range<usize>, message: String| {
+            let (line, col) = line_col(text, span.start);
+            ConfigError::Invalid {
+                file: file.clone(),
+                line,
+                col,
+                message,
+            }
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            at(span, e.message().trim_end().to_string())
+        })?;
+        validate(raw, path, &at)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while i > 0 && !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!(
+            "address \"{s}\" has no port: write it as HOST:PORT, like \"127.0.0.1:8080\""
+        ));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("address \"{s}\" resolved to nothing")),
+        Err(e) => Err(format!(
+            "address \"{s}\" is not HOST:PORT or does not resolve: {e}"
+        )),
+    }
+}
+
+fn validate(
+    raw: RawConfig,
+    path: &Path,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<Config, ConfigError> {
+    let listen_http = socket_addr(raw.listen.http.get_ref())
+        .map_err(|m| at(raw.listen.http.span(), format!("[listen] http: {m}")))?;
+    let threads = *raw.server.threads.get_ref();
+    if threads == 0 || threads > 1024 {
+        return Err(at(
+            raw.server.threads.span(),
+            "[server] threads must be between 1 and 1024".into(),
+        ));
+    }
+    let metrics = match &raw.admin.metrics {
+        Some(m) if m.get_ref().is_empty() => None,
+        Some(m) => Some(
+            socket_addr(m.get_ref()).map_err(|e| at(m.span(), format!("[admin] metrics: {e}")))?,
+        ),
+        None => None,
+    };
+    let health_path = raw.health.path.get_ref().clone();
+    if !health_path.starts_with('/') {
+        return Err(at(
+            raw.health.path.span(),
+            format!("[health] path \"{health_path}\" must start with '/'"),
+        ));
+    }
+    for (name, v) in [("rise", &raw.health.rise), ("fall", &raw.health.fall)] {
+        if *v.get_ref() == 0 {
+            return Err(at(v.span(), format!("[health] {name} must be at least 1")));
+        }
+    }
+    if raw.health.interval.0.is_zero() || raw.health.timeout.0.is_zero() {
+        return Err(at(
+            0..0,
+            "[health] interval and timeout must be greater than zero".into(),
+        ));
+    }
+    if *raw.switch.max_errors.get_ref() == 0 {
+        return Err(at(
+            raw.switch.max_errors.span(),
+            "[switch] max_errors must be at least 1 (1 means: the first error rolls back)".into(),
+        ));
+    }
+    let preview = match raw.preview {
+        None => None,
+        Some(p) => {
+            let header = p.header.get_ref().to_ascii_lowercase();
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(at(
+                    p.header.span(),
+                    format!("[preview] header \"{header}\" is not a valid header name"),
+                ));
+            }
+            let mut allow = Vec::new();
+            for a in &p.allow {
+                let s = a.get_ref();
+                let net = s
+                    .parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        at(
+                            a.span(),
+                            format!("[preview] allow: \"{s}\" is not an address or CIDR like \"127.0.0.1/32\""),
+                        )
+                    })?;
+                allow.push(net);
+            }
+            Some(PreviewConfig { header, allow })
+        }
+    };
+    let hook = |s: String| if s.trim().is_empty() { None } else { Some(s) };
+    let hooks = HooksConfig {
+        pre_switch: hook(raw.hooks.pre_switch),
+        post_commit: hook(raw.hooks.post_commit),
+        on_rollback: hook(raw.hooks.on_rollback),
+        timeout: raw.hooks.timeout.0,
+    };
+
+    if raw.route.is_empty() {
+        return Err(at(
+            text_end_span(),
+            "no [[route]]: add at least one, with name, path_prefix, blue and green".into(),
+        ));
+    }
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for r in &raw.route {
+        let r = r.get_ref();
+        let name = r.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(at(r.name.span(), "route name must not be empty".into()));
+        }
+        if routes.iter().any(|o| o.name == name) {
+            return Err(at(
+                r.name.span(),
+                format!("duplicate route name \"{name}\": route names must be unique"),
+            ));
+        }
+        let prefix = r.path_prefix.get_ref().clone();
+        if !prefix.starts_with('/') {
+            return Err(at(
+                r.path_prefix.span(),
+                format!("path_prefix \"{prefix}\" must start with '/'"),
+            ));
+        }
+        let host = match &r.host {
+            Some(h) if h.get_ref().trim().is_empty() => {
+                return Err(at(
+                    h.span(),
+                    "host must not be empty; leave it out to match any host".into(),
+                ))
+            }
+            Some(h) => Some(h.get_ref().trim().to_ascii_lowercase()),
+            None => None,
+        };
+        if routes
+            .iter()
+            .any(|o| o.path_prefix == prefix && o.host == host)
+        {
+            return Err(at(
+                r.path_prefix.span(),
+                format!("route \"{name}\": another route already has path_prefix \"{prefix}\" for the same host"),
+            ));
+        }
+        let health_path = match &r.health_path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                return Err(at(p.span(), "health_path must start with '/'".into()))
+            }
+            Some(p) => p.get_ref().clone(),
+            None => health_path.clone(),
+        };
+        let servers = |list: &Spanned<Vec<Spanned<String>>>, color: &str| {
+            if list.get_ref().is_empty() {
+                return Err(at(
+                    list.span(),
+                    format!("route \"{name}\": {color} needs at least one server"),
+                ));
+            }
+            let mut out: Vec<SocketAddr> = Vec::new();
+            for s in list.get_ref() {
+                let a = socket_addr(s.get_ref())
+                    .map_err(|e| at(s.span(), format!("route \"{name}\" {color}: {e}")))?;
+                if out.contains(&a) {
+                    return Err(at(
+                        s.span(),
+                        format!("route \"{name}\" {color}: server {a} is listed twice"),
+                    ));
+                }
+                out.push(a);
+            }
+            Ok(out)
+        };
+        let blue = servers(&r.blue, "blue")?;
+        let green = servers(&r.green, "green")?;
+        routes.push(RouteConfig {
+            name,
+            path_prefix: prefix,
+            host,
+            health_path,
+            blue,
+            green,
+        });
+    }
+
+    let upgrade_sock = raw.server.upgrade_sock.clone().unwrap_or_else(|| {
+        raw.admin
+            .socket
+            .parent()
+            .unwrap_or(Path::new("/tmp"))
+            .join("upgrade.sock")
+    });
+    Ok(Config {
+        file: path.to_path_buf(),
+        listen_http,
+        threads,
+        upstream_idle_timeout: raw.server.upstream_idle_timeout.0,
+        connect_timeout: raw.server.connect_timeout.0,
+        upgrade_sock,
+        admin_socket: raw.admin.socket,
+        metrics,
+        state_file: raw.state.file,
+        initial: (*raw.state.initial.get_ref()).into(),
+        health: HealthConfig {
+            path: health_path,
+            interval: raw.health.interval.0,
+            timeout: raw.health.timeout.0,
+            rise: *raw.health.rise.get_ref(),
+            fall: *raw.health.fall.get_ref(),
+        },
+        switch: SwitchConfig {
+            gate_timeout: raw.switch.gate_timeout.0,
+            drain_timeout: raw.switch.drain_timeout.0,
+            watch: raw.switch.watch.0,
+            max_errors: *raw.switch.max_errors.get_ref(),
+        },
+        shutdown_timeout: raw.shutdown.timeout.0,
+        preview,
+        hooks,
+        routes,
+    })
+}
+
+/// Errors about something missing from the whole file point at its first line.
+fn text_end_span() -> Range<usize> {
+    0..0
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "listen {} with {} route(s), admin socket {}",
+            self.listen_http,
+            self.routes.len(),
+            self.admin_socket.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[listen]
+http = "127.0.0.1:8000"
+
+[[route]]
+name = "web"
+path_prefix = "/"
+blue = ["127.0.0.1:3000"]
+green = ["127.0.0.1:3002"]
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("t.toml"), text)
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn design_example_passes() {
+        let text = include_str!("../tests/fixtures/design.toml");
+        let c = Config::parse(Path::new("design.toml"), text).expect("DESIGN.md example");
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.switch.gate_timeout, Duration::from_secs(50));
+        assert_eq!(c.preview.as_ref().map(|p| p.allow.len()), Some(1));
+        assert_eq!(c.hooks.post_commit, None);
+        assert!(c.hooks.pre_switch.is_some());
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(Path::new("t.toml"), MIN).expect("minimal config");
+        assert_eq!(c.health.rise, 2);
+        assert_eq!(c.initial, Color::Blue);
+        assert!(c.preview.is_none());
+        assert_eq!(
+            c.upgrade_sock,
+            PathBuf::from("/run/switchyard/upgrade.sock")
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_col() {
+        let e = err(&MIN.replace("[listen]\n", "[listen]\nhttps = \"x\"\n"));
+        assert!(e.starts_with("t.toml:3:1: "), "{e}");
+        assert!(e.contains("unknown field `https`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let e = err(&format!("{MIN}\n[switch]\nwatch = \"30 parsecs\"\n"));
+        assert!(e.starts_with("t.toml:12:9: "), "{e}");
+        assert!(e.contains("invalid duration"), "{e}");
+        let e = err(&format!("{MIN}\n[switch]\nwatch = \"30\"\n"));
+        assert!(e.contains("has no unit"), "{e}");
+    }
+
+    #[test]
+    fn missing_green_is_located() {
+        let e = err(&MIN.replace("green = [\"127.0.0.1:3002\"]\n", ""));
+        assert!(e.contains("missing field `green`"), "{e}");
+        assert!(e.starts_with("t.toml:"), "{e}");
+    }
+
+    #[test]
+    fn validators_point_at_the_value() {
+        let e = err(&MIN.replace("path_prefix = \"/\"", "path_prefix = \"api\""));
+        assert_eq!(e, "t.toml:7:15: path_prefix \"api\" must start with '/'");
+        let e = err(&MIN.replace("\"127.0.0.1:3000\"", "\"127.0.0.1\""));
+        assert!(e.starts_with("t.toml:8:9: route \"web\" blue: "), "{e}");
+        let e = err(&MIN.replace("green = [\"127.0.0.1:3002\"]", "green = []"));
+        assert!(e.contains("green needs at least one server"), "{e}");
+        let e = err(&format!("{MIN}\n[health]\nrise = 0\n"));
+        assert!(e.contains("rise must be at least 1"), "{e}");
+        let e = err(&format!("{MIN}\n[switch]\nmax_errors = 0\n"));
+        assert!(e.contains("max_errors"), "{e}");
+        let e = err(&format!("{MIN}\n[server]\nthreads = 0\n"));
+        assert!(e.contains("threads"), "{e}");
+        let e = err(&format!("{MIN}\n[state]\ninitial = \"red\"\n"));
+        assert!(e.contains("unknown variant `red`"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_and_missing_routes_are_refused() {
+        let dup = format!(
+            "{MIN}\n[[route]]\nname = \"web\"\npath_prefix = \"/x\"\nblue = [\"127.0.0.1:1\"]\ngreen = [\"127.0.0.1:2\"]\n"
+        );
+        assert!(err(&dup).contains("duplicate route name \"web\""));
+        let e = err("[listen]\nhttp = \"127.0.0.1:1\"\n");
+        assert!(e.starts_with("t.toml:1:1: no [[route]]"), "{e}");
+        let e = err("[[route]]\nname = \"x\"\n");
+        assert!(e.contains("missing field"), "{e}");
+    }
+
+    #[test]
+    fn preview_allow_must_parse() {
+        let e = err(&format!(
+            "{MIN}\n[preview]\nheader = \"x-c\"\nallow = [\"10.0.0.0/33\"]\n"
+        ));
+        assert!(e.contains("[preview] allow"), "{e}");
+        let ok = format!("{MIN}\n[preview]\nallow = [\"127.0.0.1\", \"::1/128\"]\n");
+        let c = Config::parse(Path::new("t.toml"), &ok).expect("preview");
+        let p = c.preview.expect("preview section");
+        assert_eq!(p.header, "x-switchyard-color");
+        assert_eq!(p.allow.len(), 2);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é\nx", 3), (2, 1));
+        assert_eq!(line_col("", 10), (1, 1));
+    }
+}

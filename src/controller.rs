@@ -1,0 +1,447 @@
+//! The switch driver: runs the pure machine of switch.rs against the real world.
+//!
+//! It reads health flags for the gate, runs hooks, writes the state file, stores the routing
+//! table, samples the new color's counters during the watch and reports every step as a
+//! progress line. A switch runs in its own task, so a client that disconnects does not cancel
+//! it; `abort` and `rollback` reach it through a channel and get its answer back. Only one
+//! switch runs at a time. This module does not parse admin commands (admin.rs) or probe
+//! servers (health.rs).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::App;
+use crate::drain::drain_line;
+use crate::hooks;
+use crate::routing::{Color, Health};
+use crate::state;
+use crate::switch::{
+    gate_verdict, result_label, transition, watch_verdict, Event, GateVerdict, Phase, WatchVerdict,
+};
+
+/// How often the gate and the watch look at their numbers.
+const TICK: Duration = Duration::from_millis(100);
+/// How often a long phase prints a progress line.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Progress lines of one command; the last one starts with `ok` or `error:`.
+pub type Lines = mpsc::UnboundedReceiver<String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    Abort,
+    Rollback,
+}
+
+struct Stop {
+    kind: StopKind,
+    reply: oneshot::Sender<String>,
+}
+
+/// What `status` shows about a running switch.
+#[derive(Debug, Clone)]
+pub struct SwitchInfo {
+    pub from: Color,
+    pub to: Color,
+    pub phase: Phase,
+    pub force: bool,
+    pub phase_left: Option<Duration>,
+    pub errors: u64,
+    pub requests: u64,
+}
+
+struct Running {
+    info: SwitchInfo,
+    stop: mpsc::UnboundedSender<Stop>,
+}
+
+#[derive(Default)]
+pub struct Controller {
+    running: Mutex<Option<Running>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the data half-written (every write is a
+    // whole assignment), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Controller {
+    pub fn current(&self) -> Option<SwitchInfo> {
+        lock(&self.running).as_ref().map(|r| r.info.clone())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SwitchInfo)) {
+        if let Some(r) = lock(&self.running).as_mut() {
+            f(&mut r.info);
+        }
+    }
+
+    /// Starts `switch <to> [force]`; the returned lines end with the switch's outcome.
+    pub fn switch(app: &Arc<App>, to: Color, force: bool) -> Result<Lines, String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let from = app.router.active();
+        let (stop_tx, stop_rx) = mpsc::unbounded_channel();
+        {
+            let mut running = lock(&app.controller.running);
+            if running.is_some() {
+                return Err("switch in progress".into());
+            }
+            if from == to {
+                let _ = tx.send(format!("{to} is already active; nothing to do"));
+                let _ = tx.send(format!("ok active={to}"));
+                return Ok(rx);
+            }
+            *running = Some(Running {
+                info: SwitchInfo {
+                    from,
+                    to,
+                    phase: Phase::Gate,
+                    force,
+                    phase_left: None,
+                    errors: 0,
+                    requests: 0,
+                },
+                stop: stop_tx,
+            });
+        }
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut d = Driver {
+                app: app.clone(),
+                from,
+                to,
+                force,
+                phase: Phase::Idle,
+                out: tx,
+                stop: stop_rx,
+                pending: None,
+            };
+            let last = d.run().await;
+            *lock(&app.controller.running) = None;
+            if let Some(label) = result_label(d.phase) {
+                app.metrics.switch_ended(label);
+            }
+            if let Some(stop) = d.pending.take() {
+                let _ = stop
+                    .reply
+                    .send(format!("ok active={}", app.router.active()));
+            }
+            tracing::info!(from = %from, to = %to, result = %d.phase, "switch ended: {last}");
+            let _ = d.out.send(last);
+        });
+        Ok(rx)
+    }
+
+    /// `abort` or `rollback` while a switch runs: the switch answers once it has put traffic
+    /// back. `None` when no switch runs.
+    pub fn interrupt(&self, kind: StopKind) -> Option<oneshot::Receiver<String>> {
+        let running = lock(&self.running);
+        let r = running.as_ref()?;
+        let (reply, rx) = oneshot::channel();
+        r.stop.send(Stop { kind, reply }).ok()?;
+        Some(rx)
+    }
+
+    /// `rollback` with no switch running: back to the other color at once, no gate (it was
+    /// live a moment ago and is still warm).
+    pub async fn rollback_now(app: &Arc<App>, out: &mpsc::UnboundedSender<String>) -> String {
+        let from = app.router.active();
+        let to = from.other();
+        if let Err(e) = state::store(&app.cfg.state_file, to) {
+            return format!("error: {e}");
+        }
+        app.router.set_active(to);
+        app.metrics.set_active(to);
+        app.metrics.switch_ended("rolled_back");
+        let _ = out.send(format!("swap: active={to} (was {from})"));
+        tracing::warn!(from = %from, to = %to, "manual rollback");
+        if let Some(cmd) = &app.cfg.hooks.on_rollback {
+            if let Err(e) = hooks::run(
+                "on_rollback",
+                cmd,
+                from,
+                to,
+                "manual rollback",
+                app.cfg.hooks.timeout,
+                out,
+            )
+            .await
+            {
+                let _ = out.send(format!("warning: {e}"));
+            }
+        }
+        format!("ok active={to}")
+    }
+}
+
+struct Driver {
+    app: Arc<App>,
+    from: Color,
+    to: Color,
+    force: bool,
+    phase: Phase,
+    out: mpsc::UnboundedSender<String>,
+    stop: mpsc::UnboundedReceiver<Stop>,
+    /// An operator's stop request, answered when the driver has finished.
+    pending: Option<Stop>,
+}
+
+impl Driver {
+    fn say(&self, line: String) {
+        tracing::info!("{line}");
+        let _ = self.out.send(line);
+    }
+
+    fn go(&mut self, e: Event) {
+        match transition(self.phase, e) {
+            Ok(p) => {
+                self.phase = p;
+                self.app.controller.update(|i| i.phase = p);
+            }
+            // The driver only fires events its own phase allows; this is a bug, so say it
+            // loudly but keep the proxy up.
+            Err(err) => tracing::error!("switch state machine: {err}"),
+        }
+    }
+
+    fn target_health(&self) -> (usize, usize, Vec<String>) {
+        let mut healthy = 0;
+        let mut total = 0;
+        let mut bad = Vec::new();
+        for b in self.app.router.backends_of(self.to) {
+            total += 1;
+            if b.health() == Health::Healthy {
+                healthy += 1;
+            } else {
+                bad.push(format!("{} {}", b.addr, b.detail()));
+            }
+        }
+        (healthy, total, bad)
+    }
+
+    async fn run(&mut self) -> String {
+        self.go(Event::Start);
+        if let Some(last) = self.gate().await {
+            return last;
+        }
+        if let Some(cmd) = self.app.cfg.hooks.pre_switch.clone() {
+            let reason = if self.force {
+                "switch (forced)"
+            } else {
+                "switch"
+            };
+            if let Err(e) = hooks::run(
+                "pre_switch",
+                &cmd,
+                self.from,
+                self.to,
+                reason,
+                self.app.cfg.hooks.timeout,
+                &self.out,
+            )
+            .await
+            {
+                self.go(Event::Refuse);
+                return format!("error: refused: {e}; traffic stays on {}", self.from);
+            }
+        }
+        // Persist first: if the disk refuses, traffic has not moved and nothing is lost.
+        if let Err(e) = state::store(&self.app.cfg.state_file, self.to) {
+            self.go(Event::Refuse);
+            return format!("error: refused: {e}; traffic stays on {}", self.from);
+        }
+        let t = Instant::now();
+        self.app.router.set_active(self.to);
+        let took = t.elapsed();
+        self.app.metrics.set_active(self.to);
+        self.go(Event::GatePassed);
+        self.go(Event::SwapDone);
+        self.say(format!(
+            "swap: active={} (was {}) in {}us",
+            self.to,
+            self.from,
+            took.as_micros()
+        ));
+        self.watch().await
+    }
+
+    /// Waits for the target color to be healthy. `Some(final line)` when the switch ends here.
+    async fn gate(&mut self) -> Option<String> {
+        let started = Instant::now();
+        let timeout = self.app.cfg.switch.gate_timeout;
+        let mut last_report: Option<(Instant, usize)> = None;
+        loop {
+            let (healthy, total, bad) = self.target_health();
+            let elapsed = started.elapsed();
+            match gate_verdict(healthy, total, elapsed, timeout, self.force) {
+                GateVerdict::Pass => {
+                    if self.force && healthy < total {
+                        self.say(format!(
+                            "gate: skipped (force): {} {healthy}/{total} servers healthy",
+                            self.to
+                        ));
+                    } else {
+                        self.say(format!(
+                            "gate: {} {healthy}/{total} servers healthy",
+                            self.to
+                        ));
+                    }
+                    return None;
+                }
+                GateVerdict::Refuse => {
+                    self.go(Event::Refuse);
+                    return Some(format!(
+                        "error: refused: {} not healthy after {:?} ({healthy}/{total} servers healthy: {}); traffic stays on {}",
+                        self.to,
+                        timeout,
+                        bad.join("; "),
+                        self.from
+                    ));
+                }
+                GateVerdict::Wait => {
+                    let due = match last_report {
+                        None => true,
+                        Some((at, n)) => n != healthy || at.elapsed() >= REPORT_EVERY,
+                    };
+                    if due {
+                        self.say(format!(
+                            "gate: {} {healthy}/{total} servers healthy, waiting up to {}s",
+                            self.to,
+                            timeout.saturating_sub(elapsed).as_secs()
+                        ));
+                        last_report = Some((Instant::now(), healthy));
+                    }
+                    self.app
+                        .controller
+                        .update(|i| i.phase_left = Some(timeout.saturating_sub(elapsed)));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                Some(stop) = self.stop.recv() => {
+                    self.go(Event::Abort);
+                    let what = match stop.kind { StopKind::Abort => "aborted", StopKind::Rollback => "rolled back" };
+                    self.pending = Some(stop);
+                    return Some(format!("error: {what} by operator during the gate; traffic stays on {}", self.from));
+                }
+            }
+        }
+    }
+
+    /// Watches the new color; commits, or swaps back on errors or an operator's stop.
+    async fn watch(&mut self) -> String {
+        let app = self.app.clone();
+        let window = app.cfg.switch.watch;
+        let max = app.cfg.switch.max_errors;
+        let stats = app.metrics.color_stats(self.to);
+        let (base_req, base_err) = stats.snapshot();
+        let started = Instant::now();
+        let mut last_report = Instant::now() - REPORT_EVERY;
+        let mut drained = false;
+        self.go(Event::WatchStarted);
+        loop {
+            let (req, err) = stats.snapshot();
+            let (requests, errors) = (req - base_req, err - base_err);
+            let elapsed = started.elapsed();
+            let left = window.saturating_sub(elapsed);
+            app.controller.update(|i| {
+                i.errors = errors;
+                i.requests = requests;
+                i.phase_left = Some(left);
+            });
+            let verdict = watch_verdict(errors, max, elapsed, window);
+            if last_report.elapsed() >= REPORT_EVERY || verdict != WatchVerdict::Continue {
+                last_report = Instant::now();
+                self.say(format!(
+                    "watch: {} {errors} errors in {requests} requests, {}s left",
+                    self.to,
+                    left.as_secs()
+                ));
+                if !drained {
+                    let open = app.tracker.open(self.from);
+                    self.say(drain_line(self.from, open));
+                    drained = open.is_empty();
+                }
+            }
+            match verdict {
+                WatchVerdict::Continue => {}
+                WatchVerdict::Commit => {
+                    self.go(Event::WatchClean);
+                    if let Some(cmd) = app.cfg.hooks.post_commit.clone() {
+                        if let Err(e) = hooks::run(
+                            "post_commit",
+                            &cmd,
+                            self.from,
+                            self.to,
+                            "committed",
+                            app.cfg.hooks.timeout,
+                            &self.out,
+                        )
+                        .await
+                        {
+                            self.say(format!("warning: {e} (the switch stays committed)"));
+                        }
+                    }
+                    return format!("ok active={}", self.to);
+                }
+                WatchVerdict::RollBack => {
+                    self.go(Event::TooManyErrors);
+                    let reason = format!(
+                        "{} had {errors} errors in {requests} requests within {}s (max_errors {max})",
+                        self.to,
+                        elapsed.as_secs()
+                    );
+                    self.swap_back(&reason).await;
+                    return format!("error: rolled back to {}: {reason}", self.from);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                Some(stop) = self.stop.recv() => {
+                    self.go(Event::Abort);
+                    let (what, reason) = match stop.kind {
+                        StopKind::Abort => ("aborted", "aborted by operator"),
+                        StopKind::Rollback => ("rolled back", "rolled back by operator"),
+                    };
+                    self.swap_back(reason).await;
+                    self.pending = Some(stop);
+                    return format!("error: {what} by operator during the watch; active={}", self.from);
+                }
+            }
+        }
+    }
+
+    /// Traffic back to `from`. The table moves even if the state file cannot be written:
+    /// serving the known-good color matters more than remembering it, and the error says
+    /// what a restart would do.
+    async fn swap_back(&mut self, reason: &str) {
+        let app = self.app.clone();
+        app.router.set_active(self.from);
+        app.metrics.set_active(self.from);
+        self.say(format!("swap: active={} (was {})", self.from, self.to));
+        if let Err(e) = state::store(&app.cfg.state_file, self.from) {
+            self.say(format!(
+                "warning: {e}; a restart now would come back on {}",
+                self.to
+            ));
+        }
+        if let Some(cmd) = app.cfg.hooks.on_rollback.clone() {
+            if let Err(e) = hooks::run(
+                "on_rollback",
+                &cmd,
+                self.to,
+                self.from,
+                reason,
+                app.cfg.hooks.timeout,
+                &self.out,
+            )
+            .await
+            {
+                self.say(format!("warning: {e}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! switchyard: a front-door reverse proxy with blue-green deployment built in.
+//!
+//! Crate map (one concept per file):
+//! - [`config`]: the TOML config, validated, errors with `FILE:LINE:COL`
+//! - [`routing`]: colors, backends, pools and the `ArcSwap` routing table
+//! - [`proxy`]: pingora `ProxyHttp`, the data plane
+//! - [`health`]: active health checks (background service)
+//! - [`switch`]: the pure switch state machine; [`controller`] drives it
+//! - [`hooks`]: operator commands run around a switch
+//! - [`drain`]: per-color open requests and WebSockets
+//! - [`admin`]: the admin Unix socket protocol
+//! - [`state`]: the persisted active color
+//! - [`metrics`]: the Prometheus registry and `/metrics`
+//! - [`app`]: the shared state; [`server`]: assembling and running the process
+//! - [`demo`]: built-in demo backends (for `switchyard demo` and tests)
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod controller;
+pub mod demo;
+pub mod drain;
+pub mod health;
+pub mod hooks;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod state;
+pub mod switch;

@@ -1,0 +1,324 @@
+//! The `switchyard` command: `run`, `check`, `ctl` and `demo`. Argument parsing and process
+//! exit codes live here; everything else is in the library.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use switchyard::config::Config;
+use switchyard::demo::DemoApp;
+use switchyard::server::{self, RunOptions};
+
+const DEFAULT_SOCKET: &str = "/run/switchyard/admin.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Front-door reverse proxy with blue-green deployment built in"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy in the foreground (logs to stderr).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Take the listening sockets over from a running switchyard (zero-downtime binary
+        /// upgrade); send SIGQUIT to the old process right after starting this one.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate a config: exit 0, or print FILE:LINE:COL: what is wrong and exit 2.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Send one admin command and print the reply lines as they arrive.
+    Ctl {
+        /// The admin socket (default: $SWITCHYARD_SOCKET or /run/switchyard/admin.sock).
+        #[arg(long, short)]
+        socket: Option<PathBuf>,
+        /// The command, e.g. `status` or `switch green`.
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Zero-setup tour: two demo apps (blue, green) and the proxy in front of them.
+    Demo {
+        /// Front-door port (0: any free port).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        #[arg(long, default_value_t = 0)]
+        blue_port: u16,
+        #[arg(long, default_value_t = 0)]
+        green_port: u16,
+        /// Metrics port (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        metrics_port: u16,
+        /// Where the demo keeps its config, state and admin socket (default: a temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({c})", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run { config, upgrade } => {
+            init_logging();
+            run(&config, RunOptions { upgrade })
+        }
+        Cmd::Ctl { socket, command } => {
+            let socket = socket
+                .or_else(|| std::env::var_os("SWITCHYARD_SOCKET").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+            ctl(&socket, &command.join(" "))
+        }
+        Cmd::Demo {
+            port,
+            blue_port,
+            green_port,
+            metrics_port,
+            dir,
+        } => {
+            init_logging();
+            demo(port, blue_port, green_port, metrics_port, dir)
+        }
+    }
+}
+
+fn run(config: &Path, opts: RunOptions) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match server::run(cfg, opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: cannot start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 0 on `ok`, 1 on `error:`, 2 when the socket cannot be reached or the reply is cut.
+fn ctl(socket: &Path, command: &str) -> ExitCode {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "switchyard ctl: cannot connect to {}: {e} (is switchyard running? pass --socket)",
+                socket.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = stream.write_all(format!("{command}\n").as_bytes()) {
+        eprintln!("switchyard ctl: cannot send to {}: {e}", socket.display());
+        return ExitCode::from(2);
+    }
+    let stdout = std::io::stdout();
+    for line in BufReader::new(stream).lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("switchyard ctl: reading the reply: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        if line == "ok" || line.starts_with("ok ") {
+            return ExitCode::SUCCESS;
+        }
+        if line.starts_with("error:") {
+            return ExitCode::from(1);
+        }
+    }
+    eprintln!("switchyard ctl: the connection closed before a final ok/error line");
+    ExitCode::from(2)
+}
+
+fn free_port(port: u16) -> std::io::Result<u16> {
+    let l = TcpListener::bind(("127.0.0.1", port))?;
+    Ok(l.local_addr()?.port())
+}
+
+fn demo(
+    port: u16,
+    blue_port: u16,
+    green_port: u16,
+    metrics_port: u16,
+    dir: Option<PathBuf>,
+) -> ExitCode {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!("switchyard demo: {what}: {e}");
+        ExitCode::FAILURE
+    };
+    let port = match free_port(port) {
+        Ok(p) => p,
+        Err(e) if port == 8000 => match free_port(0) {
+            Ok(p) => {
+                eprintln!("switchyard demo: port 8000 is taken ({e}); using {p}");
+                p
+            }
+            Err(e) => return fail("no free port", &e),
+        },
+        Err(e) => return fail(&format!("port {port} is taken"), &e),
+    };
+    let metrics_port = match free_port(metrics_port) {
+        Ok(p) => p,
+        Err(e) => return fail(&format!("metrics port {metrics_port}"), &e),
+    };
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id())),
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return fail(&format!("cannot create {}", dir.display()), &e);
+    }
+
+    // The demo apps get a runtime of their own: pingora owns the main thread from here on.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+            let apps = async {
+                let blue = DemoApp::start("blue", addr(blue_port)).await?;
+                let green = DemoApp::start("green", addr(green_port)).await?;
+                Ok::<_, std::io::Error>((blue, green))
+            };
+            match apps.await {
+                Ok((blue, green)) => {
+                    let _ = tx.send(Ok((blue.addr(), green.addr())));
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    let (blue, green) = match rx.recv() {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return fail("cannot start the demo apps", &e),
+        Err(e) => return fail("demo apps thread died", &e),
+    };
+    let socket = dir.join("admin.sock");
+    let text = format!(
+        r#"# written by `switchyard demo`
+[listen]
+http = "127.0.0.1:{port}"
+
+[server]
+threads = 2
+
+[admin]
+socket = "{socket}"
+metrics = "127.0.0.1:{metrics_port}"
+
+[state]
+file = "{state}"
+initial = "blue"
+
+[health]
+path = "/health/ready"
+interval = "500ms"
+timeout = "500ms"
+rise = 2
+fall = 2
+
+[switch]
+gate_timeout = "10s"
+drain_timeout = "10s"
+watch = "10s"
+max_errors = 3
+
+[shutdown]
+timeout = "5s"
+
+[preview]
+header = "x-switchyard-color"
+allow = ["127.0.0.1/32"]
+
+[[route]]
+name = "app"
+path_prefix = "/"
+blue = ["{blue}"]
+green = ["{green}"]
+"#,
+        socket = socket.display(),
+        state = dir.join("state").display(),
+    );
+    let config = dir.join("switchyard.toml");
+    if let Err(e) = std::fs::write(&config, text) {
+        return fail(&format!("cannot write {}", config.display()), &e);
+    }
+    let me = std::env::args()
+        .next()
+        .unwrap_or_else(|| "switchyard".into());
+    println!(
+        r#"
+switchyard demo is running
+  front door   http://127.0.0.1:{port}/          (blue app on {blue}, green app on {green})
+  metrics      http://127.0.0.1:{metrics_port}/metrics
+  config       {config}
+
+Try, in another terminal:
+  curl -s http://127.0.0.1:{port}/                                   # -> blue
+  curl -s -H 'x-switchyard-color: green' http://127.0.0.1:{port}/    # preview green -> green
+  {me} ctl --socket {socket} status
+  {me} ctl --socket {socket} switch green                            # gate, swap, drain, watch
+  curl -s http://127.0.0.1:{port}/                                   # -> green
+  {me} ctl --socket {socket} rollback
+  curl -s http://127.0.0.1:{metrics_port}/metrics | grep switchyard_
+WebSocket echo: any path with an Upgrade, e.g. websocat ws://127.0.0.1:{port}/ws
+Ctrl-C stops everything.
+"#,
+        config = config.display(),
+        socket = socket.display(),
+    );
+    run(&config, RunOptions::default())
+}

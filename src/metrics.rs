@@ -1,0 +1,323 @@
+//! The Prometheus registry, the handles the request path records into, and the `/metrics`
+//! listener.
+//!
+//! Everything the hot path touches is resolved ahead of time (a histogram per route and
+//! color, a lazily created counter per status code) so recording a request is a few atomic
+//! adds with no label hashing and no lock. This module owns no decisions: the watch window
+//! reads `ColorStats`, the admin socket reads gauges, but what they mean lives elsewhere.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora_prometheus::prometheus::{
+    self, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::routing::Color;
+
+/// Status codes a counter can be kept for; anything else is counted as 0 (never seen in
+/// practice: pingora refuses to parse such a response).
+const CODES: usize = 600;
+
+/// Per-color request and error totals, read by the watch window as deltas.
+#[derive(Debug, Default)]
+pub struct ColorStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl ColorStats {
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// What one route records into, per color.
+pub struct RouteStats {
+    name: String,
+    duration: [Histogram; 2],
+    requests: IntCounterVec,
+    codes: [Box<[OnceLock<IntCounter>]>; 2],
+}
+
+impl std::fmt::Debug for RouteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteStats")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl RouteStats {
+    pub fn record(&self, color: Color, code: u16, elapsed: Duration) {
+        self.duration[color.idx()].observe(elapsed.as_secs_f64());
+        let slot = if (code as usize) < CODES {
+            code as usize
+        } else {
+            0
+        };
+        self.codes[color.idx()][slot]
+            .get_or_init(|| {
+                let code = code.to_string();
+                self.requests.with_label_values(&[
+                    self.name.as_str(),
+                    color.as_str(),
+                    code.as_str(),
+                ])
+            })
+            .inc();
+    }
+}
+
+/// All of switchyard's metrics, in a registry of their own (gathered together with
+/// prometheus' default registry, where libraries may register theirs).
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    active: IntGaugeVec,
+    inflight: [IntGauge; 2],
+    websockets: [IntGauge; 2],
+    server_healthy: IntGaugeVec,
+    switches: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    color_stats: [ColorStats; 2],
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Only fails on a malformed metric definition or a duplicate registration, both fixed
+    // at compile time here; the unit test below registers everything once.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_requests_total",
+                "Requests answered, by route, color and status code.",
+            ),
+            &["route", "color", "code"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_request_duration_seconds",
+                "Time from request start to the last byte of the response, by route and color.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route", "color"],
+        ));
+        let active = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_active_color",
+                "1 for the color that receives traffic, 0 for the other.",
+            ),
+            &["color"],
+        ));
+        let inflight_vec = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_inflight_requests",
+                "Requests being proxied right now, by color.",
+            ),
+            &["color"],
+        ));
+        let ws_vec = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_websocket_connections",
+                "Open proxied WebSockets, by color.",
+            ),
+            &["color"],
+        ));
+        let server_healthy = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_server_healthy",
+                "1 if the active health check passes for the server, else 0.",
+            ),
+            &["color", "server"],
+        ));
+        let switches = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_switches_total",
+                "Switches by how they ended: committed, rolled_back, refused, aborted.",
+            ),
+            &["result"],
+        ));
+        let upstream_errors = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_errors_total",
+                "Failures talking to a backend, by color and kind.",
+            ),
+            &["color", "kind"],
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(active.clone()),
+            Box::new(inflight_vec.clone()),
+            Box::new(ws_vec.clone()),
+            Box::new(server_healthy.clone()),
+            Box::new(switches.clone()),
+            Box::new(upstream_errors.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        for r in ["committed", "rolled_back", "refused", "aborted"] {
+            switches.with_label_values(&[r]);
+        }
+        let per_color = |v: &IntGaugeVec| Color::ALL.map(|c| v.with_label_values(&[c.as_str()]));
+        Metrics {
+            inflight: per_color(&inflight_vec),
+            websockets: per_color(&ws_vec),
+            registry,
+            requests,
+            duration,
+            active,
+            server_healthy,
+            switches,
+            upstream_errors,
+            color_stats: Default::default(),
+        }
+    }
+
+    /// The handles for one route; call once per route at start.
+    pub fn route_stats(&self, route: &str) -> Arc<RouteStats> {
+        Arc::new(RouteStats {
+            name: route.to_string(),
+            duration: Color::ALL.map(|c| self.duration.with_label_values(&[route, c.as_str()])),
+            requests: self.requests.clone(),
+            codes: Color::ALL.map(|_| (0..CODES).map(|_| OnceLock::new()).collect()),
+        })
+    }
+
+    pub fn set_active(&self, active: Color) {
+        for c in Color::ALL {
+            self.active
+                .with_label_values(&[c.as_str()])
+                .set(i64::from(c == active));
+        }
+    }
+
+    pub fn inflight(&self, c: Color) -> &IntGauge {
+        &self.inflight[c.idx()]
+    }
+
+    pub fn websockets(&self, c: Color) -> &IntGauge {
+        &self.websockets[c.idx()]
+    }
+
+    pub fn color_stats(&self, c: Color) -> &ColorStats {
+        &self.color_stats[c.idx()]
+    }
+
+    pub fn set_server_healthy(&self, c: Color, server: &str, healthy: bool) {
+        self.server_healthy
+            .with_label_values(&[c.as_str(), server])
+            .set(i64::from(healthy));
+    }
+
+    pub fn switch_ended(&self, result: &str) {
+        self.switches.with_label_values(&[result]).inc();
+    }
+
+    pub fn switches(&self, result: &str) -> u64 {
+        self.switches.with_label_values(&[result]).get()
+    }
+
+    pub fn upstream_error(&self, c: Color, kind: &str) {
+        self.upstream_errors
+            .with_label_values(&[c.as_str(), kind])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut families = self.registry.gather();
+        families.extend(prometheus::default_registry().gather());
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!("encoding metrics failed: {e}");
+        }
+        buf
+    }
+}
+
+/// `GET /metrics` on the `[admin] metrics` address; 404 anywhere else.
+pub struct MetricsApp(pub Arc<Metrics>);
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        let (status, ctype, body) = if path == "/metrics" {
+            (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.0.render(),
+            )
+        } else {
+            (
+                404,
+                "text/plain",
+                b"not found: metrics are at /metrics\n".to_vec(),
+            )
+        };
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, ctype)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_contract_names() {
+        let m = Metrics::new();
+        m.set_active(Color::Green);
+        let web = m.route_stats("web");
+        web.record(Color::Green, 200, Duration::from_millis(3));
+        web.record(Color::Green, 200, Duration::from_millis(3));
+        web.record(Color::Blue, 502, Duration::from_millis(1));
+        m.inflight(Color::Blue).inc();
+        m.set_server_healthy(Color::Green, "127.0.0.1:1", true);
+        m.upstream_error(Color::Blue, "connect");
+        let text = String::from_utf8(m.render()).expect("utf8");
+        for want in [
+            "switchyard_requests_total{code=\"200\",color=\"green\",route=\"web\"} 2",
+            "switchyard_requests_total{code=\"502\",color=\"blue\",route=\"web\"} 1",
+            "switchyard_request_duration_seconds_bucket{color=\"green\",route=\"web\",le=\"0.005\"} 2",
+            "switchyard_active_color{color=\"green\"} 1",
+            "switchyard_active_color{color=\"blue\"} 0",
+            "switchyard_inflight_requests{color=\"blue\"} 1",
+            "switchyard_websocket_connections{color=\"green\"} 0",
+            "switchyard_server_healthy{color=\"green\",server=\"127.0.0.1:1\"} 1",
+            "switchyard_switches_total{result=\"refused\"} 0",
+            "switchyard_upstream_errors_total{color=\"blue\",kind=\"connect\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

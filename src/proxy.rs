@@ -1,0 +1,311 @@
+//! The data plane: pingora's `ProxyHttp` for switchyard.
+//!
+//! Per request: one load of the routing table, a pure route match, the active (or preview)
+//! color, a round-robin pick in that color's pool; forwarding headers on the way up; counters
+//! and metrics in `logging`. It does not decide switches or health; it reads what the control
+//! plane published. Nothing here locks; the only per-request allocations are the ones pingora's
+//! API asks for (the boxed peer, forwarding header values).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::app::App;
+use crate::config::PreviewConfig;
+use crate::drain::Open;
+use crate::routing::{Backend, Color, Route};
+
+pub struct Proxy {
+    app: Arc<App>,
+}
+
+impl Proxy {
+    pub fn new(app: Arc<App>) -> Proxy {
+        Proxy { app }
+    }
+}
+
+/// Per-request state; dropping it releases the in-flight and WebSocket counts.
+pub struct Ctx {
+    route: Option<Arc<Route>>,
+    color: Color,
+    started: Instant,
+    tries: usize,
+    backend: Option<Arc<Backend>>,
+    inflight: Option<Open>,
+    websocket: Option<Open>,
+}
+
+/// Which color a request goes to: the preview header wins only from an allowed source.
+pub fn choose_color(
+    active: Color,
+    preview: Option<&PreviewConfig>,
+    client: Option<IpAddr>,
+    header: Option<&[u8]>,
+) -> Color {
+    let (Some(p), Some(ip), Some(value)) = (preview, client, header) else {
+        return active;
+    };
+    if !p.allow.iter().any(|net| net.contains(&ip)) {
+        return active;
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(active)
+}
+
+/// The `kind` label of `switchyard_upstream_errors_total`.
+pub fn error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::SocketError
+        | ErrorType::BindError => "connect",
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => "reset",
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => "protocol",
+        _ => "other",
+    }
+}
+
+async fn respond(session: &mut Session, code: u16, body: &'static str) -> Result<()> {
+    let mut h = ResponseHeader::build(code, Some(3))?;
+    h.insert_header("content-type", "text/plain; charset=utf-8")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            route: None,
+            color: Color::Blue,
+            started: Instant::now(),
+            tries: 0,
+            backend: None,
+            inflight: None,
+            websocket: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let app = &self.app;
+        let table = app.router.load();
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host());
+        let Some(route) = table.find(host, req.uri.path()) else {
+            respond(session, 404, "switchyard: no route for this path\n").await?;
+            return Ok(true);
+        };
+        let preview = app.cfg.preview.as_ref();
+        let header = preview.and_then(|p| req.headers.get(p.header.as_str()));
+        ctx.color = choose_color(
+            table.active,
+            preview,
+            client_ip(session),
+            header.map(|h| h.as_bytes()),
+        );
+        let had_header = header.is_some();
+        ctx.route = Some(route.clone());
+        drop(table);
+        if let (Some(p), true) = (preview, had_header) {
+            // Never let the backend (or a second proxy behind us) see a steering header it
+            // did not come from us.
+            session.req_header_mut().remove_header(p.header.as_str());
+        }
+        if session.is_upgrade_req() {
+            // An idle WebSocket must not be cut by the downstream read timeout.
+            session.set_read_timeout(None);
+        }
+        ctx.inflight = Some(app.tracker.request(ctx.color));
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        ctx.tries += 1;
+        let backend = route.pool(ctx.color).pick().clone();
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        peer.options.connection_timeout = Some(self.app.cfg.connect_timeout);
+        peer.options.idle_timeout = Some(self.app.cfg.upstream_idle_timeout);
+        ctx.backend = Some(backend);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.app.metrics.upstream_error(ctx.color, error_kind(&e));
+        // Nothing was sent yet: another server of the same color may take the request.
+        let servers = ctx
+            .route
+            .as_ref()
+            .map(|r| r.pool(ctx.color).backends.len())
+            .unwrap_or(0);
+        if ctx.tries < servers {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(ip) = client_ip(session) {
+            let xff = match upstream.headers.get("x-forwarded-for") {
+                Some(prev) => {
+                    let mut v = prev.as_bytes().to_vec();
+                    v.extend_from_slice(b", ");
+                    v.extend_from_slice(ip.to_string().as_bytes());
+                    v
+                }
+                None => ip.to_string().into_bytes(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.websocket.is_none() {
+            ctx.websocket = Some(self.app.tracker.websocket(ctx.color));
+        }
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // A pooled connection the backend closed while idle is retried (on a fresh
+        // connection) when the request is idempotent; anything else is a real failure.
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if !e.retry() {
+            self.app.metrics.upstream_error(ctx.color, error_kind(&e));
+        }
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(route) = ctx.route.as_ref() else {
+            return;
+        };
+        let code = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let elapsed: Duration = ctx.started.elapsed();
+        route.stats.record(ctx.color, code, elapsed);
+        let stats = self.app.metrics.color_stats(ctx.color);
+        stats
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+        if code >= 500 || upstream_failed {
+            stats
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ctx.websocket = None;
+        ctx.inflight = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preview() -> PreviewConfig {
+        PreviewConfig {
+            header: "x-switchyard-color".into(),
+            allow: vec!["127.0.0.1/32".parse().expect("net")],
+        }
+    }
+
+    #[test]
+    fn preview_only_from_allowed_sources() {
+        let p = preview();
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        let remote: IpAddr = "10.1.2.3".parse().expect("ip");
+        let g = Some(&b"green"[..]);
+        assert_eq!(
+            choose_color(Color::Blue, Some(&p), Some(local), g),
+            Color::Green
+        );
+        assert_eq!(
+            choose_color(Color::Blue, Some(&p), Some(remote), g),
+            Color::Blue
+        );
+        assert_eq!(choose_color(Color::Blue, None, Some(local), g), Color::Blue);
+        assert_eq!(
+            choose_color(Color::Blue, Some(&p), Some(local), Some(&b"purple"[..])),
+            Color::Blue
+        );
+        assert_eq!(
+            choose_color(Color::Green, Some(&p), Some(local), None),
+            Color::Green
+        );
+    }
+
+    #[test]
+    fn error_kinds() {
+        let e = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(error_kind(&e), "connect");
+        let e = Error::new(ErrorType::ReadTimedout);
+        assert_eq!(error_kind(&e), "timeout");
+        let e = Error::new(ErrorType::ConnectionClosed);
+        assert_eq!(error_kind(&e), "reset");
+    }
+}

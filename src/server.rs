@@ -1,0 +1,176 @@
+//! Assembles and runs one switchyard process from a validated [`Config`]: reads the persisted
+//! color, checks that every address is free (pingora would otherwise retry for 30 s and keep
+//! running without its listener), binds the admin socket, fills pingora's `ServerConf` from our
+//! TOML, adds the proxy, metrics, admin and health services, and runs until a signal.
+//!
+//! Graceful shutdown (SIGTERM) is pingora's — stop accepting, let open work finish — except
+//! that pingora always sleeps its whole grace period; the `Shutdown` service below ends the
+//! process as soon as nothing is open any more, within `[shutdown] timeout`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::admin::{self, AdminError, AdminService};
+use crate::app::App;
+use crate::config::Config;
+use crate::health::HealthChecker;
+use crate::metrics::MetricsApp;
+use crate::proxy::Proxy;
+use crate::routing::Color;
+use crate::state::{self, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("{what} {addr} cannot be used: {source} (is another process listening there?)")]
+    AddrInUse {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running switchyard (binary upgrade).
+    pub upgrade: bool,
+}
+
+/// The color to start on: the state file's, else `[state] initial` (then persisted, so the
+/// next start does not depend on the config's `initial` any more).
+pub fn startup_color(cfg: &Config) -> Result<Color, StartError> {
+    if let Some(c) = state::load(&cfg.state_file)? {
+        return Ok(c);
+    }
+    if let Some(dir) = cfg
+        .state_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = state::store(&cfg.state_file, cfg.initial) {
+        tracing::warn!("{e}; switches will be refused until it can be written");
+    }
+    Ok(cfg.initial)
+}
+
+fn ensure_free(what: &'static str, addr: SocketAddr) -> Result<(), StartError> {
+    TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| StartError::AddrInUse { what, addr, source })
+}
+
+fn server_conf(cfg: &Config) -> ServerConf {
+    let run_dir = cfg
+        .admin_socket
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| "/tmp".into());
+    ServerConf {
+        threads: cfg.threads,
+        upgrade_sock: cfg.upgrade_sock.display().to_string(),
+        pid_file: run_dir.join("switchyard.pid").display().to_string(),
+        // The Shutdown service ends the process earlier when nothing is open; this is the
+        // upper bound.
+        grace_period_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    }
+}
+
+/// Runs switchyard in the foreground until SIGTERM, SIGINT or SIGQUIT (upgrade).
+pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
+    let active = startup_color(&cfg)?;
+    if !opts.upgrade {
+        ensure_free("[listen] http", cfg.listen_http)?;
+        if let Some(m) = cfg.metrics {
+            ensure_free("[admin] metrics", m)?;
+        }
+    }
+    let admin_listener = admin::bind(&cfg.admin_socket, opts.upgrade)?;
+    tracing::info!(active = %active, "starting: {cfg}");
+
+    let conf = server_conf(&cfg);
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let app = App::new(cfg, active);
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(app.clone()),
+        "proxy",
+    );
+    proxy.add_tcp(&app.cfg.listen_http.to_string());
+    server.add_service(proxy);
+
+    if let Some(addr) = app.cfg.metrics {
+        let mut metrics = Service::new("metrics".to_string(), MetricsApp(app.metrics.clone()));
+        metrics.add_tcp(&addr.to_string());
+        metrics.threads = Some(1);
+        server.add_service(metrics);
+    }
+    server.add_service(background_service(
+        "admin",
+        AdminService {
+            app: app.clone(),
+            listener: Mutex::new(Some(admin_listener)),
+        },
+    ));
+    server.add_service(background_service(
+        "health",
+        HealthChecker { app: app.clone() },
+    ));
+    server.add_service(background_service("shutdown", Shutdown { app }));
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+/// Ends the process once a graceful shutdown has nothing left open.
+struct Shutdown {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for Shutdown {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + self.app.cfg.shutdown_timeout;
+        tracing::info!("graceful shutdown: waiting for open requests to finish");
+        loop {
+            let open: i64 = Color::ALL
+                .iter()
+                .map(|c| self.app.metrics.inflight(*c).get())
+                .sum();
+            if open <= 0 {
+                tracing::info!("graceful shutdown: nothing open, exiting");
+                std::process::exit(0);
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    open,
+                    "graceful shutdown: timeout reached with work still open"
+                );
+                std::process::exit(0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
