@@ -2,6 +2,7 @@
 //! metrics, open-connection tracking and the switch controller. The data plane, the admin
 //! socket and the health checker each hold an `Arc<App>`; none of them owns the others.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -16,6 +17,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub tracker: Tracker,
     pub controller: Controller,
+    /// Set once this process is going away (SIGTERM, or SIGQUIT for a binary upgrade).
+    leaving: AtomicBool,
 }
 
 impl App {
@@ -26,8 +29,19 @@ impl App {
             router: Router::new(&cfg, active, &metrics),
             tracker: Tracker::new(metrics.clone()),
             controller: Controller::default(),
+            leaving: AtomicBool::new(false),
             metrics,
             cfg,
         })
+    }
+}
+
+impl App {
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
+    }
+
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
-use crate::drain::drain_line;
+use crate::drain::{self, drain_line};
 use crate::hooks;
 use crate::routing::{Color, Health};
 use crate::state;
@@ -155,6 +155,7 @@ impl Controller {
         }
         app.router.set_active(to);
         app.metrics.set_active(to);
+        drain::schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
         app.metrics.switch_ended("rolled_back");
         let _ = out.send(format!("swap: active={to} (was {from})"));
         tracing::warn!(from = %from, to = %to, "manual rollback");
@@ -257,6 +258,11 @@ impl Driver {
         self.app.router.set_active(self.to);
         let took = t.elapsed();
         self.app.metrics.set_active(self.to);
+        drain::schedule_handover(
+            self.app.clone(),
+            self.from,
+            self.app.cfg.switch.drain_timeout,
+        );
         self.go(Event::GatePassed);
         self.go(Event::SwapDone);
         self.say(format!(
@@ -421,6 +427,7 @@ impl Driver {
         let app = self.app.clone();
         app.router.set_active(self.from);
         app.metrics.set_active(self.from);
+        drain::schedule_handover(app.clone(), self.to, app.cfg.switch.drain_timeout);
         self.say(format!("swap: active={} (was {})", self.from, self.to));
         if let Err(e) = state::store(&app.cfg.state_file, self.from) {
             self.say(format!(

@@ -4,13 +4,24 @@
 //! dropped with the request context (pingora may call `upstream_peer` several times on
 //! retry; the guard is not created there). The drain of a switch and graceful shutdown read
 //! these counts; the gauges behind them are the Prometheus ones, so what `status` says and what
-//! Prometheus scrapes cannot disagree. This module does not decide when to drain: the switch
-//! driver and shutdown do.
+//! Prometheus scrapes cannot disagree.
+//!
+//! Upgraded WebSockets are also registered with a duplicate of their upstream socket, so a
+//! drain deadline can hand them over: [`Tracker::close_websockets`] marks each one closing and,
+//! when it sits between two frames, shuts the upstream read side so pingora sees the upstream
+//! end and the proxy appends a 1012 close frame (proxy.rs writes the frame; wsframe.rs knows
+//! the boundaries). This module does not decide when to drain: the switch driver and shutdown
+//! do.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pingora_prometheus::prometheus::IntGauge;
 
+use crate::app::App;
 use crate::metrics::Metrics;
 use crate::routing::Color;
 
@@ -44,14 +55,113 @@ impl OpenCounts {
     }
 }
 
+/// One proxied WebSocket as the drain sees it.
+#[derive(Debug)]
+pub struct WsHandle {
+    closing: AtomicBool,
+    at_boundary: AtomicBool,
+    upstream: OwnedFd,
+}
+
+impl WsHandle {
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// The proxy says where the server-to-client stream is after each chunk.
+    pub fn set_at_boundary(&self, b: bool) {
+        self.at_boundary.store(b, Ordering::SeqCst);
+    }
+
+    /// Makes pingora's next upstream read see end-of-stream, which ends the upgraded session
+    /// after the proxy has written its close frame. The write side stays open so the client's
+    /// own close frame can still reach the backend.
+    pub fn end_upstream_reads(&self) {
+        // SAFETY: shutdown(2) on a descriptor this handle owns; it cannot affect memory.
+        unsafe {
+            libc::shutdown(self.upstream.as_raw_fd(), libc::SHUT_RD);
+        }
+    }
+
+    fn request_close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // Between frames now: end it here. Inside a frame: the proxy ends it at the frame's
+        // end (it sees `closing` on the next chunk).
+        if self.at_boundary.load(Ordering::SeqCst) {
+            self.end_upstream_reads();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Sockets {
+    next: AtomicU64,
+    open: [Mutex<HashMap<u64, Arc<WsHandle>>>; 2],
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every write under this lock is a single insert or remove: poison leaves it consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A registered WebSocket; dropping it (with the request) unregisters it and its count.
+pub struct WsRegistration {
+    id: u64,
+    color: Color,
+    sockets: Arc<Sockets>,
+    pub handle: Arc<WsHandle>,
+    _open: Open,
+}
+
+impl Drop for WsRegistration {
+    fn drop(&mut self) {
+        lock(&self.sockets.open[self.color.idx()]).remove(&self.id);
+    }
+}
+
 #[derive(Clone)]
 pub struct Tracker {
     metrics: Arc<Metrics>,
+    sockets: Arc<Sockets>,
 }
 
 impl Tracker {
     pub fn new(metrics: Arc<Metrics>) -> Tracker {
-        Tracker { metrics }
+        Tracker {
+            metrics,
+            sockets: Arc::default(),
+        }
+    }
+
+    /// Registers an upgraded connection of `color` whose upstream socket is `upstream`.
+    pub fn register_websocket(&self, color: Color, upstream: OwnedFd) -> WsRegistration {
+        let handle = Arc::new(WsHandle {
+            closing: AtomicBool::new(false),
+            at_boundary: AtomicBool::new(true),
+            upstream,
+        });
+        let id = self.sockets.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.sockets.open[color.idx()]).insert(id, handle.clone());
+        WsRegistration {
+            id,
+            color,
+            sockets: self.sockets.clone(),
+            handle,
+            _open: self.websocket(color),
+        }
+    }
+
+    /// Hands every WebSocket of `color` over: each gets a 1012 close frame at its next frame
+    /// boundary. Returns how many were asked to close.
+    pub fn close_websockets(&self, color: Color) -> usize {
+        let handles: Vec<Arc<WsHandle>> = lock(&self.sockets.open[color.idx()])
+            .values()
+            .cloned()
+            .collect();
+        for h in &handles {
+            h.request_close();
+        }
+        handles.len()
     }
 
     pub fn request(&self, c: Color) -> Open {
@@ -71,6 +181,21 @@ impl Tracker {
             websockets: ws,
         }
     }
+}
+
+/// After a switch away from `color`: at `deadline`, unless `color` is live again by then (a
+/// rollback), its WebSockets are handed over so clients reconnect to the live color.
+pub fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        if app.router.active() == color {
+            return;
+        }
+        let n = app.tracker.close_websockets(color);
+        if n > 0 {
+            tracing::info!(color = %color, websockets = n, "drain deadline: closing websockets with 1012");
+        }
+    });
 }
 
 /// The drain progress line of the admin protocol.

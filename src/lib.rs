@@ -7,7 +7,8 @@
 //! - [`health`]: active health checks (background service)
 //! - [`switch`]: the pure switch state machine; [`controller`] drives it
 //! - [`hooks`]: operator commands run around a switch
-//! - [`drain`]: per-color open requests and WebSockets
+//! - [`drain`]: per-color open requests and WebSockets, and their handover
+//! - [`wsframe`]: WebSocket frame boundaries, for a clean 1012 close
 //! - [`admin`]: the admin Unix socket protocol
 //! - [`state`]: the persisted active color
 //! - [`metrics`]: the Prometheus registry and `/metrics`
@@ -28,3 +29,4 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod switch;
+pub mod wsframe;

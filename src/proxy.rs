@@ -7,6 +7,7 @@
 //! API asks for (the boxed peer, forwarding header values).
 
 use std::net::IpAddr;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,9 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::App;
 use crate::config::PreviewConfig;
-use crate::drain::Open;
+use crate::drain::{Open, WsRegistration};
 use crate::routing::{Backend, Color, Route};
+use crate::wsframe::{close_frame_1012, FrameTracker};
 
 pub struct Proxy {
     app: Arc<App>,
@@ -40,7 +42,54 @@ pub struct Ctx {
     tries: usize,
     backend: Option<Arc<Backend>>,
     inflight: Option<Open>,
-    websocket: Option<Open>,
+    /// A duplicate of the upstream socket of an upgrade request, kept so a drain can end it.
+    upstream_fd: Option<OwnedFd>,
+    websocket: Option<Ws>,
+}
+
+/// An upgraded connection: its drain registration and where its frames end.
+struct Ws {
+    reg: WsRegistration,
+    frames: FrameTracker,
+    close_sent: bool,
+}
+
+impl Ws {
+    /// Passes server-to-client bytes through, and on a handover puts the 1012 close frame at
+    /// the first frame boundary. Whatever the backend sends after that is dropped (the client
+    /// must see nothing after a close frame) until the session ends: at the upstream end of
+    /// stream that shutting the read side causes, or when either peer closes.
+    fn filter(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+        if self.close_sent {
+            // Not an error: returning one would drop the connection before the close frame
+            // written just before is flushed.
+            *body = None;
+            return;
+        }
+        let closing = self.reg.handle.closing();
+        if let Some(b) = body.as_mut() {
+            if closing {
+                if let Some(cut) = self.frames.feed(b, true) {
+                    let mut out = Vec::with_capacity(cut + 32);
+                    out.extend_from_slice(&b[..cut]);
+                    out.extend_from_slice(&close_frame_1012());
+                    *b = Bytes::from(out);
+                    self.close_sent = true;
+                    self.reg.handle.end_upstream_reads();
+                    return;
+                }
+            } else {
+                self.frames.feed(b, false);
+            }
+            self.reg.handle.set_at_boundary(self.frames.at_boundary());
+        }
+        if end_of_stream && closing && self.frames.at_boundary() {
+            let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
+            out.extend_from_slice(&close_frame_1012());
+            *body = Some(Bytes::from(out));
+            self.close_sent = true;
+        }
+    }
 }
 
 /// Which color a request goes to: the preview header wins only from an allowed source.
@@ -107,6 +156,7 @@ impl ProxyHttp for Proxy {
             tries: 0,
             backend: None,
             inflight: None,
+            upstream_fd: None,
             websocket: None,
         }
     }
@@ -210,9 +260,80 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.websocket.is_none() {
-            ctx.websocket = Some(self.app.tracker.websocket(ctx.color));
+            match ctx.upstream_fd.take() {
+                Some(fd) => {
+                    ctx.websocket = Some(Ws {
+                        reg: self.app.tracker.register_websocket(ctx.color, fd),
+                        frames: FrameTracker::default(),
+                        close_sent: false,
+                    })
+                }
+                None => {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "upgrade without a tracked upstream socket",
+                    )
+                }
+            }
         }
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if self.app.leaving() || session.is_process_shutting_down() {
+            // Tell the client this connection ends here (`Connection: close`) so its next
+            // request opens a new one, which the next process accepts on an upgrade,
+            // instead of landing on a socket about to close.
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if session.is_upgrade_req() {
+            // SAFETY: pingora hands us the upstream socket's fd, open for this whole call.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            match borrowed.try_clone_to_owned() {
+                Ok(owned) => ctx.upstream_fd = Some(owned),
+                Err(e) => {
+                    return Error::e_explain(
+                        ErrorType::SocketError,
+                        format!("cannot track the upgrade's upstream socket: {e}"),
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(ws) = ctx.websocket.as_mut() {
+            ws.filter(body, end_of_stream);
+        }
+        Ok(None)
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        ctx.websocket.as_ref().is_some_and(|w| w.close_sent)
     }
 
     fn error_while_proxy(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
@@ -136,6 +136,20 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         "health",
         HealthChecker { app: app.clone() },
     ));
+    // pingora announces SIGQUIT/SIGTERM on this channel seconds before it stops the services
+    // (an upgrade waits 5 s for the new process to take the sockets): from then on every
+    // response says `Connection: close`, so keep-alive clients move over while both
+    // processes still accept, and none is cut while it sends its next request.
+    let mut phases = server.watch_execution_phase();
+    let leaving = app.clone();
+    std::thread::spawn(move || loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::GracefulUpgradeTransferringFds)
+            | Ok(ExecutionPhase::GracefulTerminate) => leaving.set_leaving(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            _ => {}
+        }
+    });
     server.add_service(background_service("shutdown", Shutdown { app }));
     server.run(RunArgs::default());
     Ok(())
@@ -153,7 +167,16 @@ impl BackgroundService for Shutdown {
             return;
         }
         let deadline = Instant::now() + self.app.cfg.shutdown_timeout;
-        tracing::info!("graceful shutdown: waiting for open requests to finish");
+        // WebSockets never finish by themselves: hand them over now (1012) so clients
+        // reconnect, to the new process on an upgrade, and the HTTP requests get the time.
+        let ws: usize = Color::ALL
+            .iter()
+            .map(|c| self.app.tracker.close_websockets(*c))
+            .sum();
+        tracing::info!(
+            websockets = ws,
+            "graceful shutdown: waiting for open requests to finish"
+        );
         loop {
             let open: i64 = Color::ALL
                 .iter()

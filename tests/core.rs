@@ -19,12 +19,28 @@ async fn switch_moves_the_next_request_on_the_same_keepalive_connection() {
     assert_eq!(r.body, "blue\n");
 
     let reply = p.ctl("switch green").await;
-    assert_eq!(reply.last().map(String::as_str), Some("ok active=green"), "{reply:?}");
-    assert!(reply.iter().any(|l| l == "gate: green 1/1 servers healthy"), "{reply:?}");
-    assert!(reply.iter().any(|l| l.starts_with("swap: active=green (was blue)")), "{reply:?}");
+    assert_eq!(
+        reply.last().map(String::as_str),
+        Some("ok active=green"),
+        "{reply:?}"
+    );
+    assert!(
+        reply.iter().any(|l| l == "gate: green 1/1 servers healthy"),
+        "{reply:?}"
+    );
+    assert!(
+        reply
+            .iter()
+            .any(|l| l.starts_with("swap: active=green (was blue)")),
+        "{reply:?}"
+    );
 
     let r = c.get("/").await;
-    assert_eq!((r.status, r.color()), (200, "green"), "same client connection, new color");
+    assert_eq!(
+        (r.status, r.color()),
+        (200, "green"),
+        "same client connection, new color"
+    );
     assert_eq!(std::fs::read_to_string(&p.state).expect("state"), "green\n");
 }
 
@@ -50,7 +66,11 @@ async fn routes_by_longest_prefix_and_404_without_a_route() {
     assert_eq!(b.blue.app_requests(), 1);
     let r = get(&p.url("/nothing-here")).await;
     assert_eq!(r.status, 404);
-    assert_eq!(api.blue.app_requests() + b.blue.app_requests(), 2, "404 reached no backend");
+    assert_eq!(
+        api.blue.app_requests() + b.blue.app_requests(),
+        2,
+        "404 reached no backend"
+    );
 }
 
 #[tokio::test]
@@ -61,9 +81,16 @@ async fn forwarding_headers_and_host_are_set() {
     assert_eq!(r.status, 200);
     let h = b.blue.last_headers();
     let find = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    assert_eq!(find("x-forwarded-for").as_deref(), Some("10.9.8.7, 127.0.0.1"));
+    assert_eq!(
+        find("x-forwarded-for").as_deref(),
+        Some("10.9.8.7, 127.0.0.1")
+    );
     assert_eq!(find("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(find("host"), Some(p.addr().to_string()), "Host is kept as the client sent it");
+    assert_eq!(
+        find("host"),
+        Some(p.addr().to_string()),
+        "Host is kept as the client sent it"
+    );
 }
 
 #[tokio::test]
@@ -81,7 +108,9 @@ async fn upstream_down_is_a_fast_502() {
 async fn websocket_echoes_through_the_proxy_and_survives_idle() {
     let b = Backends::start().await;
     let p = Proxy::start(&Setup::new(b.route())).await;
-    let stream = tokio::net::TcpStream::connect(p.addr()).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(p.addr())
+        .await
+        .expect("connect");
     let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", p.addr()), stream)
         .await
         .expect("websocket handshake through the proxy");
@@ -89,8 +118,15 @@ async fn websocket_echoes_through_the_proxy_and_survives_idle() {
     let hello = ws.next().await.expect("hello").expect("hello frame");
     assert_eq!(hello, Message::Text("hello from blue".into()));
     ws.send(Message::Text("ping".into())).await.expect("send");
-    assert_eq!(ws.next().await.expect("echo").expect("frame"), Message::Text("ping".into()));
-    assert_eq!(p.metric("switchyard_websocket_connections{color=\"blue\"}").await, 1.0);
+    assert_eq!(
+        ws.next().await.expect("echo").expect("frame"),
+        Message::Text("ping".into())
+    );
+    assert_eq!(
+        p.metric("switchyard_websocket_connections{color=\"blue\"}")
+            .await,
+        1.0
+    );
     ws.close(None).await.expect("close");
 }
 
@@ -101,13 +137,17 @@ async fn websocket_echoes_through_the_proxy_and_survives_idle() {
 async fn idle_websocket_outlives_pingoras_60s_read_timeout() {
     let b = Backends::start().await;
     let p = Proxy::start(&Setup::new(b.route())).await;
-    let stream = tokio::net::TcpStream::connect(p.addr()).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(p.addr())
+        .await
+        .expect("connect");
     let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", p.addr()), stream)
         .await
         .expect("handshake");
     let _hello = ws.next().await;
     tokio::time::sleep(Duration::from_secs(65)).await;
-    ws.send(Message::Text("still here".into())).await.expect("send after idle");
+    ws.send(Message::Text("still here".into()))
+        .await
+        .expect("send after idle");
     assert_eq!(
         ws.next().await.expect("echo").expect("frame"),
         Message::Text("still here".into())
@@ -152,7 +192,10 @@ async fn check_reports_file_line_col_and_exits_2() {
             .expect("run check");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
-        assert!(err.starts_with(&format!("{}:", f.display())), "{name}: {err}");
+        assert!(
+            err.starts_with(&format!("{}:", f.display())),
+            "{name}: {err}"
+        );
         assert!(err.contains(want), "{name}: want {want} in {err}");
     }
     for f in ["tests/fixtures/design.toml", "conf/switchyard.toml"] {
@@ -160,7 +203,11 @@ async fn check_reports_file_line_col_and_exits_2() {
             .args(["check", "--config", f])
             .output()
             .expect("run check");
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -182,9 +229,16 @@ async fn admin_protocol_refuses_bad_lines_and_stays_usable() {
     let r = c.send("switch purple").await;
     assert!(r[0].starts_with("error: unknown color"), "{r:?}");
     let r = c.send("status").await;
-    assert_eq!(r.last().map(String::as_str), Some("ok active=blue phase=idle"), "{r:?}");
+    assert_eq!(
+        r.last().map(String::as_str),
+        Some("ok active=blue phase=idle"),
+        "{r:?}"
+    );
     let r = c.send("help").await;
-    assert!(r.len() > 3 && r.last().map(String::as_str) == Some("ok"), "{r:?}");
+    assert!(
+        r.len() > 3 && r.last().map(String::as_str) == Some("ok"),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
@@ -196,17 +250,40 @@ async fn metrics_count_by_color_and_flip_on_switch() {
         assert_eq!(get(&p.url("/")).await.status, 200);
     }
     let blue = "switchyard_requests_total{code=\"200\",color=\"blue\",route=\"app\"}";
-    assert_eq!(p.metric(blue).await, 3.0);
-    assert_eq!(p.metric("switchyard_active_color{color=\"blue\"}").await, 1.0);
+    eventually("blue requests counted", Duration::from_secs(5), || async {
+        p.metric(blue).await == 3.0
+    })
+    .await;
+    assert_eq!(
+        p.metric("switchyard_active_color{color=\"blue\"}").await,
+        1.0
+    );
     assert_eq!(p.ctl_last("switch green").await, "ok active=green");
     assert_eq!(get(&p.url("/")).await.color(), "green");
     let green = "switchyard_requests_total{code=\"200\",color=\"green\",route=\"app\"}";
-    assert_eq!(p.metric(green).await, 1.0);
-    assert_eq!(p.metric("switchyard_active_color{color=\"green\"}").await, 1.0);
-    assert_eq!(p.metric("switchyard_active_color{color=\"blue\"}").await, 0.0);
-    assert_eq!(p.metric("switchyard_switches_total{result=\"committed\"}").await, 1.0);
+    // Recorded in pingora's logging phase, just after the response went out.
+    eventually("green request counted", Duration::from_secs(5), || async {
+        p.metric(green).await == 1.0
+    })
+    .await;
+    assert_eq!(
+        p.metric("switchyard_active_color{color=\"green\"}").await,
+        1.0
+    );
+    assert_eq!(
+        p.metric("switchyard_active_color{color=\"blue\"}").await,
+        0.0
+    );
+    assert_eq!(
+        p.metric("switchyard_switches_total{result=\"committed\"}")
+            .await,
+        1.0
+    );
     let text = p.metrics().await;
-    assert!(text.contains("switchyard_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("switchyard_request_duration_seconds_bucket"),
+        "{text}"
+    );
     let r = get(&format!("http://127.0.0.1:{}/other", p.metrics_port)).await;
     assert_eq!(r.status, 404);
 }
@@ -240,5 +317,8 @@ async fn taken_port_fails_fast_with_a_clear_message() {
     .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains(&format!("[listen] http 127.0.0.1:{port} cannot be used")), "{err}");
+    assert!(
+        err.contains(&format!("[listen] http 127.0.0.1:{port} cannot be used")),
+        "{err}"
+    );
 }

@@ -15,7 +15,8 @@ use switchyard::demo::{DemoApp, DemoHandle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
-pub const FAST_HEALTH: &str = "[health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n";
+pub const FAST_HEALTH: &str =
+    "[health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n";
 
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
@@ -117,6 +118,17 @@ impl Proxy {
     /// Starts the binary on this proxy's config (again, after a stop) and waits until it
     /// answers on the front door and the admin socket.
     pub async fn spawn(&mut self, upgrade: bool) {
+        self.start_child(upgrade);
+        self.wait_ready().await;
+    }
+
+    /// Starts `run --upgrade` without waiting: it only serves once the old process has been
+    /// sent SIGQUIT and handed its sockets over.
+    pub fn spawn_upgrade_child(&mut self) {
+        self.start_child(true);
+    }
+
+    fn start_child(&mut self, upgrade: bool) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -134,7 +146,6 @@ impl Proxy {
             .spawn()
             .expect("spawn switchyard");
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
     pub async fn wait_ready(&mut self) {
@@ -142,7 +153,10 @@ impl Proxy {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("switchyard exited early with {st}; log:\n{}", self.log_text());
+                    panic!(
+                        "switchyard exited early with {st}; log:\n{}",
+                        self.log_text()
+                    );
                 }
             }
             let tcp = TcpStream::connect(("127.0.0.1", self.port)).await.is_ok();
@@ -184,12 +198,21 @@ impl Proxy {
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(st) = self.child.as_mut().expect("running").try_wait().expect("wait") {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .expect("running")
+                .try_wait()
+                .expect("wait")
+            {
                 self.child = None;
                 return st;
             }
             if Instant::now() > deadline {
-                panic!("switchyard did not exit within {limit:?}; log:\n{}", self.log_text());
+                panic!(
+                    "switchyard did not exit within {limit:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -246,7 +269,11 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let lines = self.ctl("health").await;
-            if lines.iter().filter(|l| *l != "ok").all(|l| l.contains(" healthy ")) {
+            if lines
+                .iter()
+                .filter(|l| *l != "ok")
+                .all(|l| l.contains(" healthy "))
+            {
                 return;
             }
             assert!(Instant::now() < deadline, "not healthy: {lines:?}");
@@ -257,6 +284,9 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- switchyard log ----\n{}", self.log_text());
+        }
         self.kill();
     }
 }
@@ -342,6 +372,10 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(stream, addr).await
+    }
+
+    pub async fn from_stream(stream: TcpStream, addr: SocketAddr) -> Client {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
@@ -369,8 +403,18 @@ impl Client {
         let req = b
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| e.to_string())?;
-        self.sender.ready().await.map_err(|e| e.to_string())?;
-        let resp = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if self.sender.ready().await.is_err() {
+            // The server closed this connection between requests (e.g. it answered with
+            // `Connection: close`): the request was never sent, so do what every HTTP client
+            // pool does and send it on a new connection.
+            let addr: SocketAddr = self.authority.parse().map_err(|e| format!("{e}"))?;
+            *self = Client::connect(addr).await;
+        }
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
@@ -387,7 +431,9 @@ impl Client {
     }
 
     pub async fn get(&mut self, path: &str) -> Resp {
-        self.try_request("GET", path, &[], "").await.expect("request")
+        self.try_request("GET", path, &[], "")
+            .await
+            .expect("request")
     }
 }
 
@@ -398,10 +444,17 @@ pub async fn get(url: &str) -> Resp {
 
 pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Resp {
     let uri: http::Uri = url.parse().expect("url");
-    let addr: SocketAddr = uri.authority().expect("authority").as_str().parse().expect("addr");
+    let addr: SocketAddr = uri
+        .authority()
+        .expect("authority")
+        .as_str()
+        .parse()
+        .expect("addr");
     let mut c = Client::connect(addr).await;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    c.try_request("GET", path, headers, "").await.expect("request")
+    c.try_request("GET", path, headers, "")
+        .await
+        .expect("request")
 }
 
 pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
