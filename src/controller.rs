@@ -118,10 +118,16 @@ impl Controller {
                 out: tx,
                 stop: stop_rx,
                 pending: None,
+                swapped: false,
             };
             let last = d.run().await;
             *lock(&app.controller.running) = None;
-            if let Some(label) = result_label(d.phase) {
+            // An operator's `rollback` after the swap is a rollback, not an abort.
+            let label = match (&d.pending, d.swapped) {
+                (Some(stop), true) if stop.kind == StopKind::Rollback => Some("rolled_back"),
+                _ => result_label(d.phase),
+            };
+            if let Some(label) = label {
                 app.metrics.switch_ended(label);
             }
             if let Some(stop) = d.pending.take() {
@@ -148,12 +154,21 @@ impl Controller {
     /// `rollback` with no switch running: back to the other color at once, no gate (it was
     /// live a moment ago and is still warm).
     pub async fn rollback_now(app: &Arc<App>, out: &mpsc::UnboundedSender<String>) -> String {
-        let from = app.router.active();
-        let to = from.other();
-        if let Err(e) = state::store(&app.cfg.state_file, to) {
-            return format!("error: {e}");
-        }
-        app.router.set_active(to);
+        let (from, to) = {
+            // Under the switch lock, so a `switch` cannot start between reading the active
+            // color and moving it.
+            let running = lock(&app.controller.running);
+            if running.is_some() {
+                return "error: switch in progress; use abort or rollback again".into();
+            }
+            let from = app.router.active();
+            let to = from.other();
+            if let Err(e) = state::store(&app.cfg.state_file, to) {
+                return format!("error: {e}; traffic stays on {from}");
+            }
+            app.router.set_active(to);
+            (from, to)
+        };
         app.metrics.set_active(to);
         drain::schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
         app.metrics.switch_ended("rolled_back");
@@ -188,6 +203,8 @@ struct Driver {
     stop: mpsc::UnboundedReceiver<Stop>,
     /// An operator's stop request, answered when the driver has finished.
     pending: Option<Stop>,
+    /// Whether traffic moved to the target at some point.
+    swapped: bool,
 }
 
 impl Driver {
@@ -234,7 +251,7 @@ impl Driver {
             } else {
                 "switch"
             };
-            if let Err(e) = hooks::run(
+            let hook = hooks::run(
                 "pre_switch",
                 &cmd,
                 self.from,
@@ -242,11 +259,21 @@ impl Driver {
                 reason,
                 self.app.cfg.hooks.timeout,
                 &self.out,
-            )
-            .await
-            {
-                self.go(Event::Refuse);
-                return format!("error: refused: {e}; traffic stays on {}", self.from);
+            );
+            tokio::select! {
+                r = hook => if let Err(e) = r {
+                    self.go(Event::Refuse);
+                    return format!("error: refused: {e}; traffic stays on {}", self.from);
+                },
+                Some(stop) = self.stop.recv() => {
+                    // Dropping the hook's future kills it; nothing has moved yet.
+                    self.go(Event::Abort);
+                    self.pending = Some(stop);
+                    return format!(
+                        "error: stopped by operator during the pre_switch hook; traffic stays on {}",
+                        self.from
+                    );
+                }
             }
         }
         // Persist first: if the disk refuses, traffic has not moved and nothing is lost.
@@ -256,6 +283,7 @@ impl Driver {
         }
         let t = Instant::now();
         self.app.router.set_active(self.to);
+        self.swapped = true;
         let took = t.elapsed();
         self.app.metrics.set_active(self.to);
         drain::schedule_handover(
@@ -364,7 +392,8 @@ impl Driver {
                 self.say(format!(
                     "watch: {} {errors} errors in {requests} requests, {}s left",
                     self.to,
-                    left.as_secs()
+                    // Rounded up: "0s left" only when the window is over.
+                    left.as_secs() + u64::from(left.subsec_nanos() > 0)
                 ));
                 if !drained {
                     let open = app.tracker.open(self.from);

@@ -567,3 +567,60 @@ async fn health_lists_every_server_and_the_gauge_follows_it() {
     let lines = p.ctl("health").await;
     assert!(lines.iter().any(|l| l.starts_with(&blue)), "{lines:?}");
 }
+
+#[tokio::test]
+async fn rollback_during_the_watch_is_counted_as_a_rollback() {
+    let b = Backends::start().await;
+    let p = Proxy::start(&setup(&b, "5s", "60s")).await;
+    p.wait_healthy().await;
+    let mut c = AdminConn::connect(&p).await;
+    c.send_raw(b"switch green\n").await;
+    read_until(&mut c, |l| l.starts_with("watch: green")).await;
+
+    let reply = p.ctl("rollback").await;
+    assert_eq!(last(&reply), "ok active=blue", "{reply:?}");
+    let reply = c.read_reply().await;
+    assert!(
+        last(&reply).starts_with("error: rolled back by operator"),
+        "{reply:?}"
+    );
+    assert_eq!(get(&p.url("/")).await.color(), "blue");
+    assert_eq!(
+        series(&p, "switchyard_switches_total{result=\"rolled_back\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&p, "switchyard_switches_total{result=\"aborted\"}").await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn abort_during_a_slow_pre_switch_hook_moves_nothing() {
+    let b = Backends::start().await;
+    let mut s = setup(&b, "5s", "1s");
+    s.extra = "[hooks]\npre_switch = \"echo backing up; sleep 30\"\n".into();
+    let p = Proxy::start(&s).await;
+    p.wait_healthy().await;
+    let mut c = AdminConn::connect(&p).await;
+    c.send_raw(b"switch green\n").await;
+    read_until(&mut c, |l| l == "hook pre_switch: backing up").await;
+
+    let reply = p.ctl("abort").await;
+    assert_eq!(last(&reply), "ok active=blue", "{reply:?}");
+    let reply = c.read_reply().await;
+    assert!(
+        last(&reply).starts_with("error: stopped by operator during the pre_switch hook"),
+        "{reply:?}"
+    );
+    assert!(
+        !reply.iter().any(|l| l.starts_with("swap:")),
+        "never swapped: {reply:?}"
+    );
+    assert_eq!(state_of(&p), "blue\n");
+    assert_eq!(get(&p.url("/")).await.color(), "blue");
+    assert_eq!(
+        series(&p, "switchyard_switches_total{result=\"aborted\"}").await,
+        Some(1.0)
+    );
+}
