@@ -92,6 +92,12 @@ fn default_hook_timeout() -> Dur {
     dur(60)
 }
 
+/// pingora's own cap on a request header block: past it pingora answers 400 itself, so a
+/// `max_header_bytes` above it would never be reached.
+pub const PINGORA_MAX_HEADER_BYTES: usize = 1_048_575;
+/// pingora parses at most this many header lines (httparse's array); past it, 400.
+pub const PINGORA_MAX_HEADERS: usize = 256;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -111,6 +117,8 @@ struct RawConfig {
     preview: Option<RawPreview>,
     #[serde(default)]
     hooks: RawHooks,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
@@ -287,6 +295,31 @@ impl Default for RawHooks {
     }
 }
 
+/// What a client may cost the front door before it is refused. Defaults fit a public edge on
+/// a small machine: well under the fd limit, nginx-like header sizes, short timeouts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: Spanned<usize>,
+    max_header_bytes: Spanned<usize>,
+    max_headers: Spanned<usize>,
+    header_timeout: Spanned<Dur>,
+    idle_timeout: Spanned<Dur>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = LimitsConfig::default();
+        RawLimits {
+            max_connections: Spanned::new(0..0, d.max_connections),
+            max_header_bytes: Spanned::new(0..0, d.max_header_bytes),
+            max_headers: Spanned::new(0..0, d.max_headers),
+            header_timeout: Spanned::new(0..0, Dur(d.header_timeout)),
+            idle_timeout: Spanned::new(0..0, Dur(d.idle_timeout)),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
@@ -317,7 +350,35 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub preview: Option<PreviewConfig>,
     pub hooks: HooksConfig,
+    pub limits: LimitsConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[limits]`: the refusals of the front door (see docs/limits.md for status codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Open client connections; the next one gets a 503 and is closed at once.
+    pub max_connections: usize,
+    /// Request line plus header block, in bytes; past it, 431.
+    pub max_header_bytes: usize,
+    /// Header lines; past it, 431.
+    pub max_headers: usize,
+    /// From accept (or the first byte of a keep-alive request) to the end of its header.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit between requests.
+    pub idle_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 8192,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -519,6 +580,8 @@ fn validate(
         timeout: raw.hooks.timeout.0,
     };
 
+    let limits = limits(&raw.limits, at)?;
+
     if raw.route.is_empty() {
         return Err(at(
             text_end_span(),
@@ -638,7 +701,55 @@ fn validate(
         shutdown_timeout: raw.shutdown.timeout.0,
         preview,
         hooks,
+        limits,
         routes,
+    })
+}
+
+fn limits(
+    raw: &RawLimits,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<LimitsConfig, ConfigError> {
+    let in_range = |v: &Spanned<usize>, name: &str, lo: usize, hi: usize, why: &str| {
+        let n = *v.get_ref();
+        if n < lo || n > hi {
+            Err(at(
+                v.span(),
+                format!("[limits] {name} must be between {lo} and {hi}{why}"),
+            ))
+        } else {
+            Ok(n)
+        }
+    };
+    let positive = |v: &Spanned<Dur>, name: &str| {
+        if v.get_ref().0.is_zero() {
+            Err(at(
+                v.span(),
+                format!("[limits] {name} must be greater than zero"),
+            ))
+        } else {
+            Ok(v.get_ref().0)
+        }
+    };
+    Ok(LimitsConfig {
+        // Each proxied connection costs two fds (client and backend).
+        max_connections: in_range(&raw.max_connections, "max_connections", 1, 1 << 20, "")?,
+        max_header_bytes: in_range(
+            &raw.max_header_bytes,
+            "max_header_bytes",
+            1024,
+            PINGORA_MAX_HEADER_BYTES,
+            " (pingora refuses larger header blocks itself)",
+        )?,
+        max_headers: in_range(
+            &raw.max_headers,
+            "max_headers",
+            1,
+            PINGORA_MAX_HEADERS,
+            " (pingora parses at most 256)",
+        )?,
+        header_timeout: positive(&raw.header_timeout, "header_timeout")?,
+        idle_timeout: positive(&raw.idle_timeout, "idle_timeout")?,
     })
 }
 
@@ -768,6 +879,40 @@ green = ["127.0.0.1:3002"]
         let p = c.preview.expect("preview section");
         assert_eq!(p.header, "x-switchyard-color");
         assert_eq!(p.allow.len(), 2);
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_validated() {
+        let c = Config::parse(Path::new("t.toml"), MIN).expect("minimal config");
+        assert_eq!(c.limits, LimitsConfig::default());
+        let ok = format!(
+            "{MIN}\n[limits]\nmax_connections = 10\nmax_header_bytes = 2048\nmax_headers = 50\nheader_timeout = \"500ms\"\nidle_timeout = \"5s\"\n"
+        );
+        let l = Config::parse(Path::new("t.toml"), &ok)
+            .expect("limits")
+            .limits;
+        assert_eq!(l.max_connections, 10);
+        assert_eq!(l.max_header_bytes, 2048);
+        assert_eq!(l.max_headers, 50);
+        assert_eq!(l.header_timeout, Duration::from_millis(500));
+        assert_eq!(l.idle_timeout, Duration::from_secs(5));
+
+        let e = err(&format!("{MIN}\n[limits]\nmax_connections = 0\n"));
+        assert!(
+            e.starts_with("t.toml:12:19: [limits] max_connections"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}\n[limits]\nmax_header_bytes = 2000000\n"));
+        assert!(e.contains("pingora refuses larger"), "{e}");
+        let e = err(&format!("{MIN}\n[limits]\nmax_headers = 300\n"));
+        assert!(e.contains("between 1 and 256"), "{e}");
+        let e = err(&format!("{MIN}\n[limits]\nheader_timeout = \"0s\"\n"));
+        assert!(
+            e.starts_with("t.toml:12:18: [limits] header_timeout"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}\n[limits]\nidle = \"5s\"\n"));
+        assert!(e.contains("unknown field `idle`"), "{e}");
     }
 
     #[test]
