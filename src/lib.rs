@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML config, validated, errors with `FILE:LINE:COL`
 //! - [`routing`]: colors, backends, pools and the `ArcSwap` routing table
 //! - [`proxy`]: pingora `ProxyHttp`, the data plane
+//! - [`edge`]: the front door's refusals: request checks, header/idle deadlines, connection cap
 //! - [`health`]: active health checks (background service)
 //! - [`switch`]: the pure switch state machine; [`controller`] drives it
 //! - [`hooks`]: operator commands run around a switch
@@ -21,6 +22,7 @@ pub mod config;
 pub mod controller;
 pub mod demo;
 pub mod drain;
+pub mod edge;
 pub mod health;
 pub mod hooks;
 pub mod metrics;

@@ -3,8 +3,10 @@
 //! Per request: one load of the routing table, a pure route match, the active (or preview)
 //! color, a round-robin pick in that color's pool; forwarding headers on the way up; counters
 //! and metrics in `logging`. It does not decide switches or health; it reads what the control
-//! plane published. Nothing here locks; the only per-request allocations are the ones pingora's
-//! API asks for (the boxed peer, forwarding header values).
+//! plane published. Before any of that, edge.rs's checks refuse what a backend could misread
+//! (400/431, connection closed) and mark the connection's header/idle deadlines. Nothing here
+//! locks; the only per-request allocations are the ones pingora's API asks for (the boxed
+//! peer, forwarding header values) and the body of a refusal.
 
 use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -21,6 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::app::App;
 use crate::config::PreviewConfig;
 use crate::drain::{Open, WsRegistration};
+use crate::edge::{self, Refusal};
 use crate::routing::{Backend, Color, Route};
 use crate::wsframe::{close_frame_1012, FrameTracker};
 
@@ -127,14 +130,25 @@ pub fn error_kind(e: &Error) -> &'static str {
     }
 }
 
-async fn respond(session: &mut Session, code: u16, body: &'static str) -> Result<()> {
+async fn respond(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
     let mut h = ResponseHeader::build(code, Some(3))?;
     h.insert_header("content-type", "text/plain; charset=utf-8")?;
     h.insert_header("content-length", body.len().to_string())?;
     session.write_response_header(Box::new(h), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await
+    session.write_response_body(Some(body), true).await
+}
+
+/// Answers a refused request and closes the connection: after a framing error nobody can
+/// say where the next request would start.
+async fn refuse(session: &mut Session, r: Refusal) -> Result<()> {
+    tracing::debug!(
+        status = r.status(),
+        reason = r.reason(),
+        "refused a request"
+    );
+    session.set_keepalive(None);
+    let body = Bytes::from(format!("switchyard: {}\n", r.reason()));
+    respond(session, r.status(), body).await
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -161,8 +175,22 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        edge::header_read(session);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let app = &self.app;
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h| h.get_headers_raw_bytes())
+            .unwrap_or_default();
+        if let Err(r) = edge::check_request(session.req_header(), &raw, &app.cfg.limits) {
+            refuse(session, r).await?;
+            return Ok(true);
+        }
         let table = app.router.load();
         let req = session.req_header();
         let host = req
@@ -171,7 +199,8 @@ impl ProxyHttp for Proxy {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.host());
         let Some(route) = table.find(host, req.uri.path()) else {
-            respond(session, 404, "switchyard: no route for this path\n").await?;
+            let body = Bytes::from_static(b"switchyard: no route for this path\n");
+            respond(session, 404, body).await?;
             return Ok(true);
         };
         let preview = app.cfg.preview.as_ref();
@@ -183,8 +212,13 @@ impl ProxyHttp for Proxy {
             header.map(|h| h.as_bytes()),
         );
         let had_header = header.is_some();
-        ctx.route = Some(route.clone());
+        let route = route.clone();
         drop(table);
+        if let Err(r) = edge::check_chunked_prefix(session) {
+            refuse(session, r).await?;
+            return Ok(true);
+        }
+        ctx.route = Some(route);
         if let (Some(p), true) = (preview, had_header) {
             // Never let the backend (or a second proxy behind us) see a steering header it
             // did not come from us.
@@ -360,6 +394,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        edge::request_done(session);
         let Some(route) = ctx.route.as_ref() else {
             return;
         };

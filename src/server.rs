@@ -20,6 +20,7 @@ use pingora::services::listening::Service;
 use crate::admin::{self, AdminError, AdminService};
 use crate::app::App;
 use crate::config::Config;
+use crate::edge::FrontDoor;
 use crate::health::HealthChecker;
 use crate::metrics::MetricsApp;
 use crate::proxy::Proxy;
@@ -111,11 +112,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     server.bootstrap();
     let app = App::new(cfg, active);
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(app.clone()),
-        "proxy",
-    );
+    // The proxy runs inside FrontDoor, which counts and caps client connections and puts
+    // the header and keep-alive deadlines on each (see edge.rs).
+    let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(app.clone()));
+    let mut proxy = Service::new("proxy".to_string(), FrontDoor::new(http, app.cfg.limits));
     proxy.add_tcp(&app.cfg.listen_http.to_string());
     server.add_service(proxy);
 
