@@ -93,15 +93,15 @@ fn server_conf(cfg: &Config) -> ServerConf {
 
 /// Runs switchyard in the foreground until SIGTERM, SIGINT or SIGQUIT (upgrade).
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
-    let active = startup_color(&cfg)?;
+    let mut early = None;
     if !opts.upgrade {
+        let active = startup_color(&cfg)?;
         ensure_free("[listen] http", cfg.listen_http)?;
         if let Some(m) = cfg.metrics {
             ensure_free("[admin] metrics", m)?;
         }
+        early = Some((active, admin::bind(&cfg.admin_socket, false)?));
     }
-    let admin_listener = admin::bind(&cfg.admin_socket, opts.upgrade)?;
-    tracing::info!(active = %active, "starting: {cfg}");
 
     let conf = server_conf(&cfg);
     let opt = Opt {
@@ -109,7 +109,19 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // On an upgrade this blocks until the old process hands its listening sockets over.
     server.bootstrap();
+    let (active, admin_listener) = match early {
+        Some(x) => x,
+        // Only now, with the sockets in hand, take the admin socket over and read the color:
+        // a new process that dies before this leaves the old one fully operable, and a
+        // switch the old one made meanwhile is not lost.
+        None => {
+            let l = admin::bind(&cfg.admin_socket, true)?;
+            (startup_color(&cfg)?, l)
+        }
+    };
+    tracing::info!(active = %active, "starting: {cfg}");
     let app = App::new(cfg, active);
 
     // The proxy runs inside FrontDoor, which counts and caps client connections and puts
