@@ -16,3 +16,11 @@ test: deps
 check: deps
 	cargo build --quiet
 	@for f in conf/*.toml; do ./target/debug/switchyard check --config $$f || exit 1; done
+
+## Load benchmarks against nginx and HAProxy (issue 5); results in benches/results/latest.md.
+bench:
+	benches/run.sh
+
+## The same, short (under 2 minutes; what CI runs).
+bench-quick:
+	benches/run.sh --quick
