@@ -13,6 +13,11 @@ use switchyard::config::Config;
 use switchyard::demo::DemoApp;
 use switchyard::server::{self, RunOptions};
 
+// pingora allocates dozens of small objects per request; glibc's malloc was a fifth of the
+// instructions per request in the callgrind profile (benches/profile.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_SOCKET: &str = "/run/switchyard/admin.sock";
 
 #[derive(Parser)]

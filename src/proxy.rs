@@ -130,6 +130,19 @@ pub fn error_kind(e: &Error) -> &'static str {
     }
 }
 
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
+/// Writes `ip` as text into `buf` without allocating.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    // 64 bytes hold the longest IPv6 text form (45 bytes), so this cannot fail.
+    let _ = write!(w, "{ip}");
+    let n = w.position() as usize;
+    &buf[..n]
+}
+
 async fn respond(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
     let mut h = ResponseHeader::build(code, Some(3))?;
     h.insert_header("content-type", "text/plain; charset=utf-8")?;
@@ -161,6 +174,10 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
+
+    /// pingora installs a disabled compression module by default, which still costs a module
+    /// context and filter calls on every request; switchyard does not compress.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -272,18 +289,26 @@ impl ProxyHttp for Proxy {
         _ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(ip) = client_ip(session) {
-            let xff = match upstream.headers.get("x-forwarded-for") {
+            let mut buf = [0u8; 64];
+            let ip = format_ip(ip, &mut buf);
+            let xff = match upstream.headers.get(&X_FORWARDED_FOR) {
                 Some(prev) => {
-                    let mut v = prev.as_bytes().to_vec();
+                    let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                    v.extend_from_slice(prev.as_bytes());
                     v.extend_from_slice(b", ");
-                    v.extend_from_slice(ip.to_string().as_bytes());
-                    v
+                    v.extend_from_slice(ip);
+                    http::HeaderValue::from_bytes(&v)
                 }
-                None => ip.to_string().into_bytes(),
+                None => http::HeaderValue::from_bytes(ip),
             };
-            upstream.insert_header("x-forwarded-for", xff)?;
+            if let Ok(xff) = xff {
+                upstream.insert_header(X_FORWARDED_FOR.clone(), xff)?;
+            }
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        upstream.insert_header(
+            X_FORWARDED_PROTO.clone(),
+            http::HeaderValue::from_static("http"),
+        )?;
         Ok(())
     }
 
@@ -453,6 +478,19 @@ mod tests {
             choose_color(Color::Green, Some(&p), Some(local), None),
             Color::Green
         );
+    }
+
+    #[test]
+    fn ips_format_without_allocating() {
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            format_ip("127.0.0.1".parse().expect("ip"), &mut buf),
+            b"127.0.0.1"
+        );
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .expect("ip");
+        assert_eq!(format_ip(v6, &mut buf), v6.to_string().as_bytes());
     }
 
     #[test]
