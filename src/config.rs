@@ -354,7 +354,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-/// `[limits]`: the refusals of the front door (see docs/limits.md for status codes).
+/// `[limits]`: the refusals of the front door (the README's "Refusals and limits" lists status codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Open client connections; the next one gets a 503 and is closed at once.
