@@ -23,6 +23,9 @@ use crate::switch::{
 
 /// How often the gate and the watch look at their numbers.
 const TICK: Duration = Duration::from_millis(100);
+/// After drain_timeout, how long handed-over WebSockets get to close before a clean watch
+/// commits anyway.
+const HANDOVER_GRACE: Duration = Duration::from_secs(2);
 /// How often a long phase prints a progress line.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -373,6 +376,9 @@ impl Driver {
         let stats = app.metrics.color_stats(self.to);
         let (base_req, base_err) = stats.snapshot();
         let started = Instant::now();
+        // `ok` means done: a clean window commits only once the old color has drained, or
+        // once its WebSockets had their handover (drain_timeout) and a moment to close.
+        let drain_until = started + app.cfg.switch.drain_timeout + HANDOVER_GRACE;
         let mut last_report = Instant::now() - REPORT_EVERY;
         let mut drained = false;
         self.go(Event::WatchStarted);
@@ -386,17 +392,23 @@ impl Driver {
                 i.requests = requests;
                 i.phase_left = Some(left);
             });
-            let verdict = watch_verdict(errors, max, elapsed, window);
+            let open = app.tracker.open(self.from);
+            let draining = !open.is_empty() && Instant::now() < drain_until;
+            let verdict = match watch_verdict(errors, max, elapsed, window) {
+                WatchVerdict::Commit if draining => WatchVerdict::Continue,
+                v => v,
+            };
             if last_report.elapsed() >= REPORT_EVERY || verdict != WatchVerdict::Continue {
                 last_report = Instant::now();
-                self.say(format!(
-                    "watch: {} {errors} errors in {requests} requests, {}s left",
-                    self.to,
-                    // Rounded up: "0s left" only when the window is over.
-                    left.as_secs() + u64::from(left.subsec_nanos() > 0)
-                ));
+                if !left.is_zero() || verdict != WatchVerdict::Continue {
+                    self.say(format!(
+                        "watch: {} {errors} errors in {requests} requests, {}s left",
+                        self.to,
+                        // Rounded up: "0s left" only when the window is over.
+                        left.as_secs() + u64::from(left.subsec_nanos() > 0)
+                    ));
+                }
                 if !drained {
-                    let open = app.tracker.open(self.from);
                     self.say(drain_line(self.from, open));
                     drained = open.is_empty();
                 }

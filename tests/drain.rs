@@ -178,7 +178,15 @@ async fn websocket_keeps_working_until_drain_timeout_then_gets_1012() {
         Message::Text("hello from blue".into())
     );
 
-    assert_eq!(p.ctl_last("switch green").await, "ok active=green");
+    // The switch's reply ends only once blue has drained: read it on its own connection.
+    let mut admin = AdminConn::connect(&p).await;
+    admin.send_raw(b"switch green\n").await;
+    while let Some(l) = admin.next_line().await {
+        if l.starts_with("swap: active=green") {
+            break;
+        }
+        assert!(!is_final(&l), "switch ended before the swap: {l}");
+    }
     let switched = Instant::now();
     // Still served by blue, both ways, until the deadline.
     ws.send(Message::Text("after switch".into()))
@@ -222,6 +230,28 @@ async fn websocket_keeps_working_until_drain_timeout_then_gets_1012() {
     assert!(
         switched.elapsed() >= Duration::from_millis(1500),
         "not before the deadline"
+    );
+    // Now the switch's reply shows blue draining to zero and then the final ok.
+    let reply = admin.read_reply().await;
+    assert_eq!(
+        reply.last().map(String::as_str),
+        Some("ok active=green"),
+        "{reply:?}"
+    );
+    assert!(
+        reply
+            .iter()
+            .any(|l| l == "drain: blue has 0 requests, 1 websockets"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        reply
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("drain:"))
+            .map(String::as_str),
+        Some("drain: blue has 0 requests, 0 websockets"),
+        "{reply:?}"
     );
     eventually(
         "blue websocket count back to 0",
