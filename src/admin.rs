@@ -33,6 +33,7 @@ pub enum Command {
     Abort,
     Health,
     Help,
+    ReloadTls,
 }
 
 pub const HELP: &[&str] = &[
@@ -42,6 +43,7 @@ pub const HELP: &[&str] = &[
     "rollback               back to the previous color at once",
     "abort                  stop the switch in progress and return to where it started",
     "health                 one line per server: color, address, healthy or not, last result",
+    "reload-tls             re-read [listen] cert and key; new handshakes get the new pair",
     "help                   this list",
 ];
 
@@ -65,6 +67,7 @@ impl Command {
             "abort" => no_args(Command::Abort),
             "health" => no_args(Command::Health),
             "help" => no_args(Command::Help),
+            "reload-tls" => no_args(Command::ReloadTls),
             "switch" => match args.as_slice() {
                 [color] => Ok(Command::Switch {
                     to: color.parse().map_err(|e| format!("{e}"))?,
@@ -197,6 +200,24 @@ fn health_lines(app: &App) -> Vec<String> {
     lines
 }
 
+/// Re-reads the certificate and key; on failure the pair in use stays and the reply names
+/// the file at fault.
+fn reload_tls(app: &App) -> String {
+    let Some(tls) = app.tls.as_ref() else {
+        return "error: no [listen] https in the config: nothing to reload".into();
+    };
+    match tls.reload() {
+        Ok(()) => {
+            tracing::info!(cert = %tls.cert_path().display(), "reload-tls: new certificate in use");
+            "ok".into()
+        }
+        Err(e) => {
+            tracing::warn!("reload-tls failed, the previous certificate stays in use: {e}");
+            format!("error: {e}; the previous certificate stays in use")
+        }
+    }
+}
+
 /// Applies one command; every line it produces goes to `out`, the last one final.
 pub async fn apply(app: &Arc<App>, cmd: Command, out: &mpsc::UnboundedSender<String>) {
     let send = |l: String| {
@@ -209,6 +230,7 @@ pub async fn apply(app: &Arc<App>, cmd: Command, out: &mpsc::UnboundedSender<Str
             HELP.iter().map(|s| s.to_string()).for_each(send);
             send("ok".into());
         }
+        Command::ReloadTls => send(reload_tls(app)),
         Command::Switch { to, force } => match Controller::switch(app, to, force) {
             Err(e) => send(format!("error: {e}")),
             Ok(mut lines) => {
@@ -370,6 +392,8 @@ mod tests {
         assert!(Command::parse("switch green now").is_err());
         assert!(Command::parse("").unwrap_err().contains("empty"));
         assert!(Command::parse("status now").is_err());
+        assert_eq!(Command::parse("reload-tls"), Ok(Command::ReloadTls));
+        assert!(Command::parse("reload-tls now").is_err());
         assert!(Command::parse("reboot")
             .unwrap_err()
             .contains("unknown command"));

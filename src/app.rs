@@ -10,6 +10,7 @@ use crate::controller::Controller;
 use crate::drain::Tracker;
 use crate::metrics::Metrics;
 use crate::routing::{Color, Router};
+use crate::tls::CertResolver;
 
 pub struct App {
     pub cfg: Config,
@@ -17,6 +18,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub tracker: Tracker,
     pub controller: Controller,
+    /// The HTTPS certificate, when `[listen] https` is set; `reload-tls` swaps it.
+    pub tls: Option<Arc<CertResolver>>,
     /// Set once this process is going away (SIGTERM, or SIGQUIT for a binary upgrade).
     leaving: AtomicBool,
 }
@@ -29,6 +32,13 @@ impl App {
             router: Router::new(&cfg, active, &metrics),
             tracker: Tracker::new(metrics.clone()),
             controller: Controller::default(),
+            tls: cfg.tls.as_ref().map(|t| {
+                Arc::new(CertResolver::new(
+                    t.cert.clone(),
+                    t.key.clone(),
+                    t.loaded.clone(),
+                ))
+            }),
             leaving: AtomicBool::new(false),
             metrics,
             cfg,

@@ -1,21 +1,29 @@
 //! The TOML config: serde types that reject unknown keys, then explicit validators that turn
 //! them into a [`Config`] the rest of the crate can trust. Every error names `FILE:LINE:COL`.
 //!
-//! This module does not touch sockets or files other than the config itself; resolving a
-//! host name in a server address is the one exception, because `check` must catch a typo
-//! there before a deploy does.
+//! This module does not touch sockets or files other than the config itself, with two
+//! exceptions, both because `check` must catch the mistake before a deploy does: resolving a
+//! host name in a server address, and reading the TLS certificate and key (tls.rs parses
+//! them and checks that they belong together).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use crate::access_log::Destination;
 use crate::routing::Color;
+use crate::tls;
 
 /// A config that failed to load: where and what, ready to print as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +128,10 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    access_log: RawAccessLog,
+    #[serde(default)]
+    headers: RawHeaders,
+    #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
 
@@ -127,6 +139,42 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     http: Spanned<String>,
+    /// HTTPS front door; needs `cert` and `key`.
+    https: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+}
+
+fn default_access_path() -> Spanned<String> {
+    Spanned::new(0..0, "stdout".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLog {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "default_access_path")]
+    path: Spanned<String>,
+}
+
+impl Default for RawAccessLog {
+    fn default() -> Self {
+        RawAccessLog {
+            enabled: false,
+            path: default_access_path(),
+        }
+    }
+}
+
+/// Header name (as written) to value.
+type RawHeaderMap = BTreeMap<String, Spanned<String>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    #[serde(default)]
+    add: RawHeaderMap,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,6 +378,12 @@ struct RawRoute {
     health_path: Option<Spanned<String>>,
     blue: Spanned<Vec<Spanned<String>>>,
     green: Spanned<Vec<Spanned<String>>>,
+    /// Response headers for this route; they win over `[headers] add`.
+    #[serde(default)]
+    headers: RawHeaderMap,
+    /// gzip text responses for clients that accept it.
+    #[serde(default)]
+    gzip: bool,
 }
 
 /// The validated config. Everything here has been checked; nothing downstream re-validates.
@@ -337,6 +391,12 @@ struct RawRoute {
 pub struct Config {
     pub file: PathBuf,
     pub listen_http: SocketAddr,
+    /// `[listen] https`, `cert`, `key`: the HTTPS front door, its pair already checked.
+    pub tls: Option<TlsConfig>,
+    /// `[access_log]`: where the JSON lines go; `None` when off.
+    pub access_log: Option<Destination>,
+    /// `[headers] add`: for switchyard's own answers (each route has its merged list).
+    pub headers: Vec<HeaderRule>,
     pub threads: usize,
     pub upstream_idle_timeout: Duration,
     pub connect_timeout: Duration,
@@ -422,6 +482,94 @@ pub struct RouteConfig {
     pub health_path: String,
     pub blue: Vec<SocketAddr>,
     pub green: Vec<SocketAddr>,
+    /// `[headers] add` merged with the route's own `headers` (the route's win).
+    pub headers: Vec<HeaderRule>,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The pair as `check` validated it; `reload-tls` re-reads the two paths.
+    pub loaded: Arc<CertifiedKey>,
+}
+
+/// One response header to set, parsed once at load so a request only clones two `Bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRule {
+    pub name: HeaderName,
+    /// The name as written in the config, which HTTP/1 sends as is.
+    pub wire_name: Bytes,
+    pub value: HeaderValue,
+}
+
+/// Response headers a config may not set: they frame the message or belong to a hop, and
+/// overriding them would corrupt responses (Content-Encoding belongs to `gzip`).
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-encoding",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Validates one `headers` table; `scope` names it in messages.
+fn header_rules(
+    raw: &RawHeaderMap,
+    scope: &str,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<Vec<HeaderRule>, ConfigError> {
+    let mut out: Vec<HeaderRule> = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        let lower = name.to_ascii_lowercase();
+        let parsed = HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
+            at(
+                value.span(),
+                format!("{scope}: \"{name}\" is not a valid header name"),
+            )
+        })?;
+        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+            return Err(at(
+                value.span(),
+                format!("{scope}: \"{name}\" cannot be set here: it frames the response or belongs to one connection"),
+            ));
+        }
+        if out.iter().any(|r| r.name == parsed) {
+            return Err(at(
+                value.span(),
+                format!("{scope}: \"{name}\" is given twice (header names ignore case)"),
+            ));
+        }
+        let v = HeaderValue::from_str(value.get_ref()).map_err(|_| {
+            at(
+                value.span(),
+                format!("{scope}: the value of \"{name}\" must be visible ASCII text without line breaks"),
+            )
+        })?;
+        out.push(HeaderRule {
+            name: parsed,
+            wire_name: Bytes::from(name.clone()),
+            value: v,
+        });
+    }
+    Ok(out)
+}
+
+/// The headers a route's responses get: the global ones, each replaced by the route's own
+/// of the same name, then the route's others.
+pub fn merge_headers(global: &[HeaderRule], route: &[HeaderRule]) -> Vec<HeaderRule> {
+    global
+        .iter()
+        .filter(|g| !route.iter().any(|r| r.name == g.name))
+        .chain(route.iter())
+        .cloned()
+        .collect()
 }
 
 impl Config {
@@ -507,6 +655,21 @@ fn validate(
 ) -> Result<Config, ConfigError> {
     let listen_http = socket_addr(raw.listen.http.get_ref())
         .map_err(|m| at(raw.listen.http.span(), format!("[listen] http: {m}")))?;
+    let tls = tls_config(&raw.listen, listen_http, at)?;
+    let access_log = match raw.access_log {
+        RawAccessLog { enabled: false, .. } => None,
+        RawAccessLog { path, .. } => Some(match path.get_ref().trim() {
+            "" => {
+                return Err(at(
+                    path.span(),
+                    "[access_log] path must be \"stdout\" or a file path".into(),
+                ))
+            }
+            "stdout" | "-" => Destination::Stdout,
+            p => Destination::File(PathBuf::from(p)),
+        }),
+    };
+    let global_headers = header_rules(&raw.headers.add, "[headers] add", at)?;
     let threads = *raw.server.threads.get_ref();
     if threads == 0 || threads > 1024 {
         return Err(at(
@@ -657,6 +820,7 @@ fn validate(
         };
         let blue = servers(&r.blue, "blue")?;
         let green = servers(&r.green, "green")?;
+        let own = header_rules(&r.headers, &format!("route \"{name}\" headers"), at)?;
         routes.push(RouteConfig {
             name,
             path_prefix: prefix,
@@ -664,6 +828,8 @@ fn validate(
             health_path,
             blue,
             green,
+            headers: merge_headers(&global_headers, &own),
+            gzip: r.gzip,
         });
     }
 
@@ -677,6 +843,9 @@ fn validate(
     Ok(Config {
         file: path.to_path_buf(),
         listen_http,
+        tls,
+        access_log,
+        headers: global_headers,
         threads,
         upstream_idle_timeout: raw.server.upstream_idle_timeout.0,
         connect_timeout: raw.server.connect_timeout.0,
@@ -704,6 +873,58 @@ fn validate(
         limits,
         routes,
     })
+}
+
+/// `[listen] https`, `cert` and `key` come together or not at all; the pair must load.
+fn tls_config(
+    raw: &RawListen,
+    listen_http: SocketAddr,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    let (https, cert, key) = match (&raw.https, &raw.cert, &raw.key) {
+        (None, None, None) => return Ok(None),
+        (Some(h), Some(c), Some(k)) => (h, c, k),
+        _ => {
+            let given = [&raw.https, &raw.cert, &raw.key]
+                .into_iter()
+                .flatten()
+                .map(|s| s.span())
+                .min_by_key(|s| s.start)
+                .unwrap_or(0..0);
+            return Err(at(
+                given,
+                "[listen] https, cert and key go together: give all three (cert and key are PEM files) or none".into(),
+            ));
+        }
+    };
+    let addr = socket_addr(https.get_ref())
+        .map_err(|m| at(https.span(), format!("[listen] https: {m}")))?;
+    if addr == listen_http {
+        return Err(at(
+            https.span(),
+            format!("[listen] https {addr} is also the http address"),
+        ));
+    }
+    for v in [cert, key] {
+        if v.get_ref().trim().is_empty() {
+            return Err(at(
+                v.span(),
+                "[listen] cert and key must be file paths".into(),
+            ));
+        }
+    }
+    let cert_path = PathBuf::from(cert.get_ref());
+    let key_path = PathBuf::from(key.get_ref());
+    let loaded = tls::load(&cert_path, &key_path).map_err(|e| {
+        let span = if e.in_key() { key.span() } else { cert.span() };
+        at(span, format!("[listen] {e}"))
+    })?;
+    Ok(Some(TlsConfig {
+        addr,
+        cert: cert_path,
+        key: key_path,
+        loaded: Arc::new(loaded),
+    }))
 }
 
 fn limits(
@@ -760,10 +981,13 @@ fn text_end_span() -> Range<usize> {
 
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "listen {}", self.listen_http)?;
+        if let Some(t) = &self.tls {
+            write!(f, " and https {}", t.addr)?;
+        }
         write!(
             f,
-            "listen {} with {} route(s), admin socket {}",
-            self.listen_http,
+            " with {} route(s), admin socket {}",
             self.routes.len(),
             self.admin_socket.display()
         )
@@ -817,9 +1041,9 @@ green = ["127.0.0.1:3002"]
 
     #[test]
     fn unknown_key_names_line_and_col() {
-        let e = err(&MIN.replace("[listen]\n", "[listen]\nhttps = \"x\"\n"));
+        let e = err(&MIN.replace("[listen]\n", "[listen]\nhtps = \"x\"\n"));
         assert!(e.starts_with("t.toml:3:1: "), "{e}");
-        assert!(e.contains("unknown field `https`"), "{e}");
+        assert!(e.contains("unknown field `htps`"), "{e}");
     }
 
     #[test]
@@ -913,6 +1137,146 @@ green = ["127.0.0.1:3002"]
         );
         let e = err(&format!("{MIN}\n[limits]\nidle = \"5s\"\n"));
         assert!(e.contains("unknown field `idle`"), "{e}");
+    }
+
+    /// A config with `[listen] https` on a fresh self-signed pair in `dir`.
+    fn with_tls(dir: &Path, listen_extra: &str) -> String {
+        let k = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
+        std::fs::write(dir.join("cert.pem"), k.cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), k.key_pair.serialize_pem()).expect("write");
+        MIN.replace(
+            "[listen]\n",
+            &format!(
+                "[listen]\nhttps = \"127.0.0.1:8443\"\ncert = \"{}\"\nkey = \"{}\"\n{listen_extra}",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            ),
+        )
+    }
+
+    #[test]
+    fn tls_pair_is_loaded_and_errors_point_at_the_file_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = with_tls(dir.path(), "");
+        let c = Config::parse(Path::new("t.toml"), &text).expect("tls config");
+        let t = c.tls.expect("tls");
+        assert_eq!(t.addr, "127.0.0.1:8443".parse().expect("addr"));
+        assert_eq!(t.loaded.cert.len(), 1);
+        assert!(Config::parse(Path::new("t.toml"), MIN)
+            .expect("min")
+            .tls
+            .is_none());
+
+        // cert is on line 4 (value at column 8), key on line 5 (column 7).
+        let missing = text.replace("cert.pem", "missing.pem");
+        let e = err(&missing);
+        assert!(
+            e.starts_with("t.toml:4:8: [listen] cannot read certificate file"),
+            "{e}"
+        );
+        assert!(e.contains("missing.pem"), "{e}");
+        std::fs::write(dir.path().join("junk.pem"), "junk").expect("write");
+        let e = err(&text.replace("key.pem", "junk.pem"));
+        assert!(e.starts_with("t.toml:5:7: [listen] key file"), "{e}");
+        let other = rcgen::generate_simple_self_signed(vec!["x".into()]).expect("rcgen");
+        std::fs::write(dir.path().join("other.pem"), other.key_pair.serialize_pem())
+            .expect("write");
+        let e = err(&text.replace("key.pem", "other.pem"));
+        assert!(
+            e.starts_with("t.toml:5:7: ") && e.contains("does not belong"),
+            "{e}"
+        );
+
+        let e = err(&MIN.replace("[listen]\n", "[listen]\ncert = \"/x.pem\"\n"));
+        assert!(
+            e.starts_with("t.toml:3:8: [listen] https, cert and key go together"),
+            "{e}"
+        );
+        let e = err(&text.replace("127.0.0.1:8443", "127.0.0.1:8000"));
+        assert!(e.contains("also the http address"), "{e}");
+    }
+
+    fn rule(name: &str, value: &str) -> HeaderRule {
+        HeaderRule {
+            name: HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).expect("name"),
+            wire_name: Bytes::from(name.to_string()),
+            value: HeaderValue::from_str(value).expect("value"),
+        }
+    }
+
+    #[test]
+    fn route_headers_win_over_global_ones() {
+        let global = [rule("X-Frame-Options", "DENY"), rule("x-a", "1")];
+        let route = [rule("X-A", "2"), rule("x-b", "3")];
+        let m = merge_headers(&global, &route);
+        let got: Vec<(&str, &[u8])> = m
+            .iter()
+            .map(|r| (r.name.as_str(), r.value.as_bytes()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("x-frame-options", &b"DENY"[..]),
+                ("x-a", b"2"),
+                ("x-b", b"3")
+            ]
+        );
+        assert_eq!(m[1].wire_name, Bytes::from_static(b"X-A"));
+    }
+
+    #[test]
+    fn headers_gzip_and_access_log_are_read_and_validated() {
+        let text = format!(
+            "{}headers = {{ \"Strict-Transport-Security\" = \"max-age=63072000\", \"x-frame-options\" = \"SAMEORIGIN\" }}\ngzip = true\n\n[headers]\nadd = {{ \"x-frame-options\" = \"DENY\", \"x-content-type-options\" = \"nosniff\" }}\n\n[access_log]\nenabled = true\npath = \"/var/log/sy.json\"\n",
+            MIN
+        );
+        let c = Config::parse(Path::new("t.toml"), &text).expect("config");
+        let r = &c.routes[0];
+        assert!(r.gzip);
+        assert_eq!(r.headers.len(), 3);
+        assert!(r
+            .headers
+            .iter()
+            .any(|h| h.name == "x-frame-options" && h.value == "SAMEORIGIN"));
+        assert_eq!(c.headers.len(), 2);
+        assert_eq!(
+            c.access_log,
+            Some(Destination::File("/var/log/sy.json".into()))
+        );
+
+        let min = Config::parse(Path::new("t.toml"), MIN).expect("min");
+        assert!(min.access_log.is_none() && !min.routes[0].gzip && min.headers.is_empty());
+        let on = format!("{MIN}\n[access_log]\nenabled = true\n");
+        let c = Config::parse(Path::new("t.toml"), &on).expect("stdout default");
+        assert_eq!(c.access_log, Some(Destination::Stdout));
+
+        let e = err(&format!(
+            "{MIN}\n[headers]\nadd = {{ \"bad name\" = \"x\" }}\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:12:22: [headers] add: \"bad name\" is not a valid"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MIN}\n[headers]\nadd = {{ \"x-a\" = \"line\\nbreak\" }}\n"
+        ));
+        assert!(e.contains("visible ASCII"), "{e}");
+        let e = err(&format!(
+            "{MIN}\n[headers]\nadd = {{ \"Content-Length\" = \"1\" }}\n"
+        ));
+        assert!(e.contains("cannot be set here"), "{e}");
+        let e = err(&format!(
+            "{MIN}\n[headers]\nadd = {{ \"X-A\" = \"1\", \"x-a\" = \"2\" }}\n"
+        ));
+        assert!(e.contains("given twice"), "{e}");
+        let e = err(&format!("{MIN}headers = {{ \"x y\" = \"1\" }}\n"));
+        assert!(e.contains("route \"web\" headers"), "{e}");
+        let e = err(&format!(
+            "{MIN}\n[access_log]\nenabled = true\npath = \"\"\n"
+        ));
+        assert!(e.starts_with("t.toml:13:8: [access_log] path"), "{e}");
+        let e = err(&format!("{MIN}\n[headers]\nset = {{}}\n"));
+        assert!(e.contains("unknown field `set`"), "{e}");
     }
 
     #[test]

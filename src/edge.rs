@@ -340,7 +340,16 @@ impl UniqueID for Guarded {
     }
 }
 
+/// pingora finishes the TLS handshake before the proxy gets the stream, so `inner` is the
+/// TLS stream on the HTTPS listener and [`Guarded`] reads decrypted bytes; the TLS facts are
+/// passed through so the session digest (and `X-Forwarded-Proto`) sees them.
 impl Ssl for Guarded {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
         self.inner.selected_alpn_proto()
     }

@@ -5,6 +5,8 @@
 //! - [`routing`]: colors, backends, pools and the `ArcSwap` routing table
 //! - [`proxy`]: pingora `ProxyHttp`, the data plane
 //! - [`edge`]: the front door's refusals: request checks, header/idle deadlines, connection cap
+//! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
+//! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
 //! - [`switch`]: the pure switch state machine; [`controller`] drives it
 //! - [`hooks`]: operator commands run around a switch
@@ -16,6 +18,7 @@
 //! - [`app`]: the shared state; [`server`]: assembling and running the process
 //! - [`demo`]: built-in demo backends (for `switchyard demo` and tests)
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;
@@ -31,4 +34,5 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod switch;
+pub mod tls;
 pub mod wsframe;

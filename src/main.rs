@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
+use switchyard::access_log::{self, Destination};
 use switchyard::config::Config;
 use switchyard::demo::DemoApp;
 use switchyard::server::{self, RunOptions};
@@ -74,13 +78,35 @@ enum Cmd {
     },
 }
 
-fn init_logging() {
+/// The stderr log (RUST_LOG, default `info`) and, when `[access_log]` is on, the access log
+/// layer, which alone receives the access target's events.
+fn init_logging(access: Option<&Destination>) -> Result<(), access_log::AccessLogError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", access_log::TARGET)
+                .parse()
+                .expect("a constant directive"),
+        );
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let access = match access {
+        Some(dest) => Some(
+            access_log::start(dest)?.with_filter(
+                // The level hint keeps the global maximum level (and so `log`'s, which pingora
+                // logs through) where the stderr filter puts it.
+                tracing_subscriber::filter::filter_fn(|m| m.target() == access_log::TARGET)
+                    .with_max_level_hint(tracing::Level::INFO),
+            ),
+        ),
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(access)
         .init();
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -96,10 +122,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Run { config, upgrade } => {
-            init_logging();
-            run(&config, RunOptions { upgrade })
-        }
+        Cmd::Run { config, upgrade } => run(&config, RunOptions { upgrade }),
         Cmd::Ctl { socket, command } => {
             let socket = socket
                 .or_else(|| std::env::var_os("SWITCHYARD_SOCKET").map(PathBuf::from))
@@ -113,7 +136,10 @@ fn main() -> ExitCode {
             metrics_port,
             dir,
         } => {
-            init_logging();
+            if let Err(e) = init_logging(None) {
+                eprintln!("switchyard demo: {e}");
+                return ExitCode::FAILURE;
+            }
             demo(port, blue_port, green_port, metrics_port, dir)
         }
     }
@@ -127,6 +153,14 @@ fn run(config: &Path, opts: RunOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = init_logging(cfg.access_log.as_ref()) {
+        eprintln!("switchyard: cannot start: {e}");
+        return ExitCode::FAILURE;
+    }
+    start(cfg, opts)
+}
+
+fn start(cfg: Config, opts: RunOptions) -> ExitCode {
     match server::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -325,5 +359,8 @@ Ctrl-C stops everything.
         config = config.display(),
         socket = socket.display(),
     );
-    run(&config, RunOptions::default())
+    match Config::load(&config) {
+        Ok(cfg) => start(cfg, RunOptions::default()),
+        Err(e) => fail("the demo config does not load", &e),
+    }
 }

@@ -1,12 +1,15 @@
 //! The data plane: pingora's `ProxyHttp` for switchyard.
 //!
 //! Per request: one load of the routing table, a pure route match, the active (or preview)
-//! color, a round-robin pick in that color's pool; forwarding headers on the way up; counters
-//! and metrics in `logging`. It does not decide switches or health; it reads what the control
-//! plane published. Before any of that, edge.rs's checks refuse what a backend could misread
+//! color, a round-robin pick in that color's pool; forwarding headers on the way up (with
+//! `X-Forwarded-Proto: https` when the client came over TLS); the route's response headers
+//! and, on `gzip` routes, pingora's compression module on the way down; counters, metrics and
+//! the access log line in `logging`. It does not decide switches or health; it reads what the
+//! control plane published. Before any of that, edge.rs's checks refuse what a backend could misread
 //! (400/431, connection closed) and mark the connection's header/idle deadlines. Nothing here
 //! locks; the only per-request allocations are the ones pingora's API asks for (the boxed
-//! peer, forwarding header values) and the body of a refusal.
+//! peer, forwarding header values, names of added response headers), the body of a refusal,
+//! and the access log line when that log is on.
 
 use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -16,24 +19,38 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
+use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access_log::{self, Entry};
 use crate::app::App;
-use crate::config::PreviewConfig;
+use crate::config::{HeaderRule, PreviewConfig};
 use crate::drain::{Open, WsRegistration};
 use crate::edge::{self, Refusal};
 use crate::routing::{Backend, Color, Route};
 use crate::wsframe::{close_frame_1012, FrameTracker};
 
+/// gzip level for `gzip = true` routes: most of level 9's gain at a fraction of its CPU.
+pub const GZIP_LEVEL: u32 = 5;
+
 pub struct Proxy {
     app: Arc<App>,
+    /// Some route has `gzip = true`, so pingora's compression module is installed.
+    compression: bool,
+    access_log: bool,
 }
 
 impl Proxy {
     pub fn new(app: Arc<App>) -> Proxy {
-        Proxy { app }
+        Proxy {
+            compression: app.cfg.routes.iter().any(|r| r.gzip),
+            access_log: app.cfg.access_log.is_some(),
+            app,
+        }
     }
 }
 
@@ -133,6 +150,76 @@ pub fn error_kind(e: &Error) -> &'static str {
 static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
+/// Whether a response of this `Content-Type` is text worth compressing. pingora's own check
+/// also takes every `application/*` type (PDF, archives, octet streams), which gzip only
+/// burns CPU on.
+pub fn text_like(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let is = |t: &[u8]| essence.eq_ignore_ascii_case(t);
+    let starts = |p: &[u8]| essence.len() >= p.len() && essence[..p.len()].eq_ignore_ascii_case(p);
+    let ends = |s: &[u8]| {
+        essence.len() >= s.len() && essence[essence.len() - s.len()..].eq_ignore_ascii_case(s)
+    };
+    (starts(b"text/") && essence.len() > 5)
+        || is(b"application/json")
+        || is(b"application/javascript")
+        || is(b"application/x-javascript")
+        || is(b"application/xml")
+        || is(b"application/wasm")
+        || is(b"image/svg+xml")
+        || (starts(b"application/") && (ends(b"+json") || ends(b"+xml")))
+}
+
+/// Whether a gzip route may compress this response, as far as the response says: text, not
+/// a partial range (its offsets count the uncompressed bytes), and not marked
+/// `Cache-Control: no-transform`. Whether the client accepts gzip is the module's check.
+pub fn may_gzip(resp: &ResponseHeader) -> bool {
+    let h = &resp.headers;
+    resp.status != http::StatusCode::PARTIAL_CONTENT
+        && !h.contains_key(http::header::CONTENT_RANGE)
+        && h.get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| text_like(ct.as_bytes()))
+        && !h.get_all(http::header::CACHE_CONTROL).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
+        })
+}
+
+/// Turns gzip on or off for this request's response, while the compression module (when
+/// installed) has not decided yet; pingora picks the client's first listed coding, so a
+/// client that prefers br or zstd over gzip gets an uncompressed response.
+fn set_gzip(session: &mut Session, on: bool) {
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        if c.is_header_phase() {
+            c.adjust_level(0);
+            if on {
+                c.adjust_algorithm_level(Algorithm::Gzip, GZIP_LEVEL);
+            }
+        }
+    }
+}
+
+/// Sets each rule's header, replacing what the backend sent under that name.
+fn add_headers(resp: &mut ResponseHeader, rules: &[HeaderRule]) -> Result<()> {
+    for r in rules {
+        resp.insert_header(r.wire_name.clone(), r.value.clone())?;
+    }
+    Ok(())
+}
+
+/// Whether the client reached us over TLS (the HTTPS listener).
+fn over_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 /// Writes `ip` as text into `buf` without allocating.
 fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     use std::io::Write;
@@ -143,17 +230,24 @@ fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     &buf[..n]
 }
 
-async fn respond(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
-    let mut h = ResponseHeader::build(code, Some(3))?;
+/// switchyard's own answer (404, refusals); it gets the `[headers] add` headers.
+async fn respond(
+    session: &mut Session,
+    code: u16,
+    body: Bytes,
+    headers: &[HeaderRule],
+) -> Result<()> {
+    let mut h = ResponseHeader::build(code, Some(3 + headers.len()))?;
     h.insert_header("content-type", "text/plain; charset=utf-8")?;
     h.insert_header("content-length", body.len().to_string())?;
+    add_headers(&mut h, headers)?;
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await
 }
 
 /// Answers a refused request and closes the connection: after a framing error nobody can
 /// say where the next request would start.
-async fn refuse(session: &mut Session, r: Refusal) -> Result<()> {
+async fn refuse(session: &mut Session, r: Refusal, headers: &[HeaderRule]) -> Result<()> {
     tracing::debug!(
         status = r.status(),
         reason = r.reason(),
@@ -161,7 +255,7 @@ async fn refuse(session: &mut Session, r: Refusal) -> Result<()> {
     );
     session.set_keepalive(None);
     let body = Bytes::from(format!("switchyard: {}\n", r.reason()));
-    respond(session, r.status(), body).await
+    respond(session, r.status(), body, headers).await
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -176,8 +270,15 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     /// pingora installs a disabled compression module by default, which still costs a module
-    /// context and filter calls on every request; switchyard does not compress.
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+    /// context and filter calls on every request: switchyard installs it only when some route
+    /// has `gzip = true`, and request_filter turns it on per request for those routes only.
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        if self.compression {
+            // Enabled for every coding here so the module reads Accept-Encoding at all (it
+            // does so before request_filter); set_gzip then narrows it per request.
+            modules.add_module(ResponseCompressionBuilder::enable(GZIP_LEVEL));
+        }
+    }
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -199,13 +300,18 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let app = &self.app;
+        if self.compression {
+            // Off until a gzip route is matched: refusals, 404s and other routes stay as is.
+            set_gzip(session, false);
+        }
+        let headers = app.cfg.headers.as_slice();
         let raw = session
             .as_downstream()
             .as_http1()
             .map(|h| h.get_headers_raw_bytes())
             .unwrap_or_default();
         if let Err(r) = edge::check_request(session.req_header(), &raw, &app.cfg.limits) {
-            refuse(session, r).await?;
+            refuse(session, r, headers).await?;
             return Ok(true);
         }
         let table = app.router.load();
@@ -217,7 +323,7 @@ impl ProxyHttp for Proxy {
             .or_else(|| req.uri.host());
         let Some(route) = table.find(host, req.uri.path()) else {
             let body = Bytes::from_static(b"switchyard: no route for this path\n");
-            respond(session, 404, body).await?;
+            respond(session, 404, body, headers).await?;
             return Ok(true);
         };
         let preview = app.cfg.preview.as_ref();
@@ -232,8 +338,11 @@ impl ProxyHttp for Proxy {
         let route = route.clone();
         drop(table);
         if let Err(r) = edge::check_chunked_prefix(session) {
-            refuse(session, r).await?;
+            refuse(session, r, headers).await?;
             return Ok(true);
+        }
+        if route.gzip {
+            set_gzip(session, true);
         }
         ctx.route = Some(route);
         if let (Some(p), true) = (preview, had_header) {
@@ -305,9 +414,10 @@ impl ProxyHttp for Proxy {
                 upstream.insert_header(X_FORWARDED_FOR.clone(), xff)?;
             }
         }
+        let proto = if over_tls(session) { "https" } else { "http" };
         upstream.insert_header(
             X_FORWARDED_PROTO.clone(),
-            http::HeaderValue::from_static("http"),
+            http::HeaderValue::from_static(proto),
         )?;
         Ok(())
     }
@@ -341,9 +451,16 @@ impl ProxyHttp for Proxy {
     async fn response_filter(
         &self,
         session: &mut Session,
-        _resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(route) = ctx.route.as_ref() {
+            add_headers(resp, &route.headers)?;
+            // Runs before the compression module looks at this header.
+            if route.gzip && !may_gzip(resp) {
+                set_gzip(session, false);
+            }
+        }
         if self.app.leaving() || session.is_process_shutting_down() {
             // Tell the client this connection ends here (`Connection: close`) so its next
             // request opens a new one, which the next process accepts on an upgrade,
@@ -420,14 +537,17 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         edge::request_done(session);
-        let Some(route) = ctx.route.as_ref() else {
-            return;
-        };
         let code = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         let elapsed: Duration = ctx.started.elapsed();
+        if self.access_log {
+            log_access(session, ctx, code, elapsed);
+        }
+        let Some(route) = ctx.route.as_ref() else {
+            return;
+        };
         route.stats.record(ctx.color, code, elapsed);
         let stats = self.app.metrics.color_stats(ctx.color);
         stats
@@ -444,9 +564,106 @@ impl ProxyHttp for Proxy {
     }
 }
 
+/// Writes a socket address as text into `buf` without allocating.
+fn format_addr(addr: std::net::SocketAddr, buf: &mut [u8; 64]) -> &str {
+    use std::io::Write;
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    // The longest form, [v6%scope]:port, is well under 64 bytes.
+    let _ = write!(w, "{addr}");
+    let n = w.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+fn log_access(session: &Session, ctx: &Ctx, status: u16, elapsed: Duration) {
+    let mut ip_buf = [0u8; 64];
+    let mut up_buf = [0u8; 64];
+    let client =
+        client_ip(session).map(|ip| std::str::from_utf8(format_ip(ip, &mut ip_buf)).unwrap_or(""));
+    let upstream = ctx
+        .backend
+        .as_ref()
+        .map(|b| format_addr(b.addr, &mut up_buf));
+    let req = session.req_header();
+    let path = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_else(|| req.uri.path());
+    access_log::emit(&Entry {
+        client,
+        method: req.method.as_str(),
+        path,
+        status,
+        bytes: session.as_downstream().body_bytes_sent() as u64,
+        duration: elapsed,
+        route: ctx.route.as_ref().map(|r| r.name.as_str()),
+        color: ctx.route.as_ref().map(|_| ctx.color.as_str()),
+        upstream,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_text_like_types_are_compressed() {
+        for ct in [
+            "text/html",
+            "text/plain; charset=utf-8",
+            "TEXT/CSS",
+            "application/json",
+            "application/problem+json; charset=utf-8",
+            "application/javascript",
+            "application/atom+xml",
+            "image/svg+xml",
+        ] {
+            assert!(text_like(ct.as_bytes()), "{ct}");
+        }
+        for ct in [
+            "",
+            "text/",
+            "image/png",
+            "application/octet-stream",
+            "application/pdf",
+            "application/zip",
+            "video/mp4",
+            "font/woff2",
+        ] {
+            assert!(!text_like(ct.as_bytes()), "{ct}");
+        }
+    }
+
+    #[test]
+    fn ranges_and_no_transform_are_not_compressed() {
+        let resp = |status: u16, headers: &[(&str, &str)]| {
+            let mut r = ResponseHeader::build(status, None).expect("resp");
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).expect("header");
+            }
+            r
+        };
+        let text = ("content-type", "text/html");
+        assert!(may_gzip(&resp(200, &[text])));
+        assert!(may_gzip(&resp(404, &[text, ("cache-control", "no-cache")])));
+        assert!(!may_gzip(&resp(200, &[])));
+        assert!(!may_gzip(&resp(200, &[("content-type", "image/png")])));
+        assert!(!may_gzip(&resp(
+            206,
+            &[text, ("content-range", "bytes 0-9/100")]
+        )));
+        assert!(!may_gzip(&resp(
+            200,
+            &[text, ("cache-control", "public, No-Transform")]
+        )));
+    }
+
+    #[test]
+    fn addresses_format_without_allocating() {
+        let mut buf = [0u8; 64];
+        let a: std::net::SocketAddr = "[::1]:8080".parse().expect("addr");
+        assert_eq!(format_addr(a, &mut buf), "[::1]:8080");
+    }
 
     fn preview() -> PreviewConfig {
         PreviewConfig {

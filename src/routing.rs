@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::{Config, HeaderRule};
 use crate::metrics::{Metrics, RouteStats};
 
 /// A deployment: one of the two copies of the application.
@@ -168,6 +168,10 @@ pub struct Route {
     pub host: Option<String>,
     pools: [Pool; 2],
     pub stats: Arc<RouteStats>,
+    /// Set on every response of this route (`[headers] add` merged with the route's own).
+    pub headers: Vec<HeaderRule>,
+    /// gzip text responses for clients that accept it.
+    pub gzip: bool,
 }
 
 impl Route {
@@ -254,6 +258,8 @@ impl Router {
                     host: r.host.clone(),
                     pools: [blue, green],
                     stats: metrics.route_stats(&r.name),
+                    headers: r.headers.clone(),
+                    gzip: r.gzip,
                 })
             })
             .collect();

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -33,6 +35,8 @@ pub enum StartError {
     State(#[from] StateError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("[listen] https: {0}")]
+    Tls(#[source] Box<pingora::Error>),
     #[error("{what} {addr} cannot be used: {source} (is another process listening there?)")]
     AddrInUse {
         what: &'static str,
@@ -97,6 +101,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     if !opts.upgrade {
         let active = startup_color(&cfg)?;
         ensure_free("[listen] http", cfg.listen_http)?;
+        if let Some(t) = &cfg.tls {
+            ensure_free("[listen] https", t.addr)?;
+        }
         if let Some(m) = cfg.metrics {
             ensure_free("[admin] metrics", m)?;
         }
@@ -129,6 +136,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(app.clone()));
     let mut proxy = Service::new("proxy".to_string(), FrontDoor::new(http, app.cfg.limits));
     proxy.add_tcp(&app.cfg.listen_http.to_string());
+    if let (Some(t), Some(resolver)) = (&app.cfg.tls, &app.tls) {
+        // The paths here are never read: the resolver serves the pair, and reload-tls swaps it.
+        let mut settings = TlsSettings::intermediate("", "").map_err(StartError::Tls)?;
+        settings.set_cert_resolver(resolver.clone());
+        // HTTP/1.1 only: WebSocket upgrades and edge.rs's checks are HTTP/1.1.
+        settings.set_alpn(ALPN::H1);
+        proxy.add_tls_with_settings(&t.addr.to_string(), None, settings);
+    }
     server.add_service(proxy);
 
     if let Some(addr) = app.cfg.metrics {
