@@ -54,6 +54,8 @@ pub struct Setup {
     pub health: String,
     pub switch: String,
     pub extra: String,
+    /// Lines added inside `[listen]`, e.g. the https keys.
+    pub listen_extra: String,
 }
 
 impl Setup {
@@ -63,6 +65,7 @@ impl Setup {
             health: FAST_HEALTH.into(),
             switch: "[switch]\ngate_timeout = \"5s\"\ndrain_timeout = \"2s\"\nwatch = \"1s\"\nmax_errors = 3\n".into(),
             extra: String::new(),
+            listen_extra: String::new(),
         }
     }
 }
@@ -92,7 +95,8 @@ impl Proxy {
         let state = dir.path().join("state");
         let config = dir.path().join("switchyard.toml");
         let text = format!(
-            "[listen]\nhttp = \"127.0.0.1:{port}\"\n[server]\nthreads = 2\n[admin]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n[state]\nfile = \"{}\"\n{}\n{}\n{}\n{}\n",
+            "[listen]\nhttp = \"127.0.0.1:{port}\"\n{}\n[server]\nthreads = 2\n[admin]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n[state]\nfile = \"{}\"\n{}\n{}\n{}\n{}\n",
+            setup.listen_extra,
             socket.display(),
             state.display(),
             setup.health,
@@ -467,4 +471,29 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One GET on a fresh connection, with the body as raw bytes (compressed bodies are not text).
+pub async fn get_bytes(url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, Vec<u8>) {
+    let uri: http::Uri = url.parse().expect("url");
+    let addr = uri.authority().expect("authority").as_str().to_string();
+    let stream = TcpStream::connect(&addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut b = http::Request::builder()
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", addr);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(b.body(Full::new(Bytes::new())).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body.to_vec())
 }
