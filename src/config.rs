@@ -605,7 +605,7 @@ impl Config {
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
     let col = before
         .rsplit('\n')
@@ -614,19 +614,6 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
         .unwrap_or(0)
         + 1;
     (line, col)
-}
-
-trait FloorCharBoundary {
-    fn floor_char_boundary_compat(&self, i: usize) -> usize;
-}
-
-impl FloorCharBoundary for str {
-    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
-        while i > 0 && !self.is_char_boundary(i) {
-            i -= 1;
-        }
-        i
-    }
 }
 
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {
@@ -747,7 +734,8 @@ fn validate(
 
     if raw.route.is_empty() {
         return Err(at(
-            text_end_span(),
+            // Something missing from the whole file: point at its first line.
+            0..0,
             "no [[route]]: add at least one, with name, path_prefix, blue and green".into(),
         ));
     }
@@ -972,11 +960,6 @@ fn limits(
         header_timeout: positive(&raw.header_timeout, "header_timeout")?,
         idle_timeout: positive(&raw.idle_timeout, "idle_timeout")?,
     })
-}
-
-/// Errors about something missing from the whole file point at its first line.
-fn text_end_span() -> Range<usize> {
-    0..0
 }
 
 impl fmt::Display for Config {
