@@ -367,6 +367,9 @@ impl ProxyHttp for Proxy {
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         peer.options.connection_timeout = Some(self.app.cfg.connect_timeout);
         peer.options.idle_timeout = Some(self.app.cfg.upstream_idle_timeout);
+        // Pooled connections are keyed by color too: even where both colors list the same
+        // address, a connection opened for one color never carries the other's requests.
+        peer.group_key = ctx.color.idx() as u64;
         ctx.backend = Some(backend);
         Ok(Box::new(peer))
     }
