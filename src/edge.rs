@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::LimitsConfig;
+use crate::metrics::Metrics;
 
 /// Why a request is refused before it reaches a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,14 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => 400,
             Refusal::HeaderTooLarge(_) => 431,
+        }
+    }
+
+    /// The `reason` label of `switchyard_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::HeaderTooLarge(_) => "header_too_large",
         }
     }
 
@@ -406,20 +415,31 @@ pub struct FrontDoor<P: ProxyHttp> {
     proxy: Arc<HttpProxy<P>>,
     limits: LimitsConfig,
     open: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 impl<P: ProxyHttp> FrontDoor<P> {
-    pub fn new(proxy: HttpProxy<P>, limits: LimitsConfig) -> FrontDoor<P> {
+    pub fn new(proxy: HttpProxy<P>, limits: LimitsConfig, metrics: Arc<Metrics>) -> FrontDoor<P> {
         FrontDoor {
             proxy: Arc::new(proxy),
             limits,
             open: Arc::new(AtomicUsize::new(0)),
+            metrics,
         }
     }
 
     /// Open client connections right now.
     pub fn open(&self) -> Arc<AtomicUsize> {
         self.open.clone()
+    }
+}
+
+/// Decrements `g` when dropped.
+struct GaugeGuard<'a>(&'a pingora_prometheus::prometheus::IntGauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -475,9 +495,14 @@ where
     ) -> Option<Stream> {
         let Some(_slot) = take_slot(&self.open, self.limits.max_connections) else {
             tracing::debug!("refused a connection: [limits] max_connections reached");
+            self.metrics.refused("too_many_connections");
             refuse(stream).await;
             return None;
         };
+        let gauge = self.metrics.client_connections();
+        gauge.inc();
+        // Decremented when the connection ends, however it ends (the guard drops).
+        let _counted = GaugeGuard(gauge);
         let guarded: Stream = Box::new(Guarded::new(stream, &self.limits));
         self.proxy.process_new(guarded, shutdown).await
     }

@@ -25,6 +25,14 @@ use crate::routing::Color;
 /// practice: pingora refuses to parse such a response).
 const CODES: usize = 600;
 
+/// The `reason` label values of `switchyard_refused_total`.
+pub const REFUSAL_REASONS: [&str; 4] = [
+    "bad_request",
+    "header_too_large",
+    "too_many_connections",
+    "no_route",
+];
+
 /// Per-color request and error totals, read by the watch window as deltas.
 #[derive(Debug, Default)]
 pub struct ColorStats {
@@ -90,6 +98,8 @@ pub struct Metrics {
     server_healthy: IntGaugeVec,
     switches: IntCounterVec,
     upstream_errors: IntCounterVec,
+    refused: IntCounterVec,
+    client_connections: IntGauge,
     color_stats: [ColorStats; 2],
 }
 
@@ -168,8 +178,21 @@ impl Metrics {
             ),
             &["color", "kind"],
         ));
+        let refused = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_refused_total",
+                "Requests and connections the front door answered itself without a backend, by reason.",
+            ),
+            &["reason"],
+        ));
+        let client_connections = must(IntGauge::new(
+            "switchyard_client_connections",
+            "Open client connections on the front door (capped by [limits] max_connections).",
+        ));
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refused.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_connections.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(active.clone()),
             Box::new(inflight_vec.clone()),
@@ -183,6 +206,9 @@ impl Metrics {
         for r in ["committed", "rolled_back", "refused", "aborted"] {
             switches.with_label_values(&[r]);
         }
+        for r in REFUSAL_REASONS {
+            refused.with_label_values(&[r]);
+        }
         let per_color = |v: &IntGaugeVec| Color::ALL.map(|c| v.with_label_values(&[c.as_str()]));
         Metrics {
             inflight: per_color(&inflight_vec),
@@ -194,6 +220,8 @@ impl Metrics {
             server_healthy,
             switches,
             upstream_errors,
+            refused,
+            client_connections,
             color_stats: Default::default(),
         }
     }
@@ -246,6 +274,15 @@ impl Metrics {
         self.upstream_errors
             .with_label_values(&[c.as_str(), kind])
             .inc();
+    }
+
+    /// One refusal by the front door; `reason` is one of [`REFUSAL_REASONS`].
+    pub fn refused(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+
+    pub fn client_connections(&self) -> &IntGauge {
+        &self.client_connections
     }
 
     /// The Prometheus text exposition of every metric.
@@ -304,6 +341,8 @@ mod tests {
         m.inflight(Color::Blue).inc();
         m.set_server_healthy(Color::Green, "127.0.0.1:1", true);
         m.upstream_error(Color::Blue, "connect");
+        m.refused("no_route");
+        m.client_connections().add(2);
         let text = String::from_utf8(m.render()).expect("utf8");
         for want in [
             "switchyard_requests_total{code=\"200\",color=\"green\",route=\"web\"} 2",
@@ -316,6 +355,9 @@ mod tests {
             "switchyard_server_healthy{color=\"green\",server=\"127.0.0.1:1\"} 1",
             "switchyard_switches_total{result=\"refused\"} 0",
             "switchyard_upstream_errors_total{color=\"blue\",kind=\"connect\"} 1",
+            "switchyard_refused_total{reason=\"no_route\"} 1",
+            "switchyard_refused_total{reason=\"too_many_connections\"} 0",
+            "switchyard_client_connections 2",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

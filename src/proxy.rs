@@ -311,6 +311,7 @@ impl ProxyHttp for Proxy {
             .map(|h| h.get_headers_raw_bytes())
             .unwrap_or_default();
         if let Err(r) = edge::check_request(session.req_header(), &raw, &app.cfg.limits) {
+            app.metrics.refused(r.label());
             refuse(session, r, headers).await?;
             return Ok(true);
         }
@@ -322,6 +323,7 @@ impl ProxyHttp for Proxy {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.host());
         let Some(route) = table.find(host, req.uri.path()) else {
+            app.metrics.refused("no_route");
             let body = Bytes::from_static(b"switchyard: no route for this path\n");
             respond(session, 404, body, headers).await?;
             return Ok(true);
@@ -338,6 +340,7 @@ impl ProxyHttp for Proxy {
         let route = route.clone();
         drop(table);
         if let Err(r) = edge::check_chunked_prefix(session) {
+            app.metrics.refused(r.label());
             refuse(session, r, headers).await?;
             return Ok(true);
         }

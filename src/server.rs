@@ -134,7 +134,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     // The proxy runs inside FrontDoor, which counts and caps client connections and puts
     // the header and keep-alive deadlines on each (see edge.rs).
     let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(app.clone()));
-    let mut proxy = Service::new("proxy".to_string(), FrontDoor::new(http, app.cfg.limits));
+    let mut proxy = Service::new(
+        "proxy".to_string(),
+        FrontDoor::new(http, app.cfg.limits, app.metrics.clone()),
+    );
     proxy.add_tcp(&app.cfg.listen_http.to_string());
     if let (Some(t), Some(resolver)) = (&app.cfg.tls, &app.tls) {
         // The paths here are never read: the resolver serves the pair, and reload-tls swaps it.

@@ -71,6 +71,11 @@ async fn routes_by_longest_prefix_and_404_without_a_route() {
         2,
         "404 reached no backend"
     );
+    assert_eq!(
+        p.metric("switchyard_refused_total{reason=\"no_route\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]

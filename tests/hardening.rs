@@ -167,6 +167,12 @@ async fn smuggling_shapes_get_400_and_a_close_and_never_reach_the_backend() {
     }
     assert_eq!(b.blue.app_requests(), 0, "a refused request reached blue");
     assert_eq!(b.green.app_requests(), 0);
+    // The shapes switchyard (not pingora) refuses are counted.
+    assert!(
+        p.metric("switchyard_refused_total{reason=\"bad_request\"}")
+            .await
+            >= 5.0
+    );
 
     // The same shapes done right go through, on a connection that stays usable.
     let ok = exchange(
@@ -813,6 +819,12 @@ async fn connections_past_max_connections_get_a_fast_503() {
         assert!(r.says_close() && r.closed, "{}", r.text);
     }
     assert_eq!(b.blue.app_requests(), 8);
+    assert_eq!(
+        p.metric("switchyard_refused_total{reason=\"too_many_connections\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(p.metric("switchyard_client_connections").await, 8.0);
     // The held ones still work, and a freed slot is usable again.
     assert_eq!(clients[0].get("/").await.status, 200);
     clients.pop();
