@@ -23,7 +23,7 @@ use pingora::modules::http::compression::{ResponseCompression, ResponseCompressi
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::compression::Algorithm;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, Entry};
@@ -129,6 +129,22 @@ pub fn choose_color(
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(active)
+}
+
+/// The status pingora's default `fail_to_proxy` would answer `e` with; 0 when the client is
+/// gone and nothing can be sent.
+pub fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
 }
 
 /// The `kind` label of `switchyard_upstream_errors_total`.
@@ -514,6 +530,34 @@ impl ProxyHttp for Proxy {
         Ok(None)
     }
 
+    /// pingora's error page (502 and friends), with the route's (or the global) response
+    /// headers, which pingora's default would leave off: HSTS and friends must be on every
+    /// answer.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = error_status(e);
+        if code > 0 {
+            let mut resp = pingora::protocols::http::ServerSession::generate_error(code);
+            let rules = ctx
+                .route
+                .as_ref()
+                .map(|r| r.headers.as_slice())
+                .unwrap_or(self.app.cfg.headers.as_slice());
+            if add_headers(&mut resp, rules).is_ok() {
+                if let Err(err) = session
+                    .as_downstream_mut()
+                    .write_error_response(resp, Bytes::new())
+                    .await
+                {
+                    tracing::debug!("could not send the error response: {err}");
+                }
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
         ctx.websocket.as_ref().is_some_and(|w| w.close_sent)
     }
@@ -714,6 +758,20 @@ mod tests {
             .parse()
             .expect("ip");
         assert_eq!(format_ip(v6, &mut buf), v6.to_string().as_bytes());
+    }
+
+    #[test]
+    fn error_statuses_follow_pingora() {
+        let e = Error::new(ErrorType::ConnectRefused).into_up();
+        assert_eq!(error_status(&e), 502);
+        let e = Error::new(ErrorType::ConnectionClosed).into_down();
+        assert_eq!(error_status(&e), 0, "client gone: nothing to send");
+        let e = Error::new(ErrorType::InvalidHTTPHeader).into_down();
+        assert_eq!(error_status(&e), 400);
+        let e = Error::new(ErrorType::HTTPStatus(504));
+        assert_eq!(error_status(&e), 504);
+        let e = Error::new(ErrorType::InternalError);
+        assert_eq!(error_status(&e), 500);
     }
 
     #[test]

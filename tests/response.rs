@@ -98,3 +98,26 @@ async fn gzip_and_security_headers_apply_per_route() {
         (None, 5000)
     );
 }
+
+#[tokio::test]
+async fn error_pages_carry_the_configured_headers() {
+    let b = Backends::start().await;
+    let (blue, green) = (b.blue.addr(), b.green.addr());
+    let routes = format!(
+        "[[route]]\nname = \"web\"\npath_prefix = \"/\"\nblue = [\"{blue}\"]\ngreen = [\"{green}\"]\n\
+         headers = {{ \"strict-transport-security\" = \"max-age=63072000\" }}\n"
+    );
+    let mut setup = Setup::new(routes);
+    setup.extra = "[headers]\nadd = { \"x-frame-options\" = \"DENY\" }\n".into();
+    let p = Proxy::start(&setup).await;
+    b.blue.stop().await;
+    // pingora's own 502 (blue is down) gets the route's headers too.
+    let (status, h, _) = get_bytes(&p.url("/"), &[]).await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        header(&h, "strict-transport-security"),
+        Some("max-age=63072000"),
+        "{h:?}"
+    );
+    assert_eq!(header(&h, "x-frame-options"), Some("DENY"), "{h:?}");
+}
