@@ -151,6 +151,9 @@ fn status_lines(app: &App) -> Vec<String> {
             open.websockets.max(0)
         ));
     }
+    if app.leaving() {
+        lines.push("process: shutting down or handing over; switches are refused".into());
+    }
     let active = app.router.active();
     let phase = match app.controller.current() {
         Some(s) => {
@@ -335,28 +338,27 @@ pub struct AdminService {
 
 #[async_trait]
 impl BackgroundService for AdminService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Serves until the process exits, past pingora's shutdown signal: during a graceful
+    /// stop, `status` is how an operator watches the drain.
+    async fn start(&self, _shutdown: ShutdownWatch) {
         let std = self.listener.lock().ok().and_then(|mut l| l.take());
         let Some(listener) = std.and_then(|l| UnixListener::from_std(l).ok()) else {
             tracing::error!("admin socket listener missing; admin commands are unavailable");
             return;
         };
         loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                r = listener.accept() => match r {
-                    Ok((stream, _)) => {
-                        let app = self.app.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = serve_conn(app, stream).await {
-                                tracing::debug!("admin connection ended: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("admin socket accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let app = self.app.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_conn(app, stream).await {
+                            tracing::debug!("admin connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("admin socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }
         }

@@ -92,6 +92,11 @@ impl Controller {
             if running.is_some() {
                 return Err("switch in progress".into());
             }
+            if app.leaving() {
+                // This process is handing over (upgrade) or stopping: a switch now could be
+                // lost or land after the next process read the state file.
+                return Err("switchyard is shutting down or handing over to a new process; switch on the new one".into());
+            }
             if from == to {
                 let _ = tx.send(format!("{to} is already active; nothing to do"));
                 let _ = tx.send(format!("ok active={to}"));
@@ -163,6 +168,9 @@ impl Controller {
             let running = lock(&app.controller.running);
             if running.is_some() {
                 return "error: switch in progress; use abort or rollback again".into();
+            }
+            if app.leaving() {
+                return "error: switchyard is shutting down or handing over to a new process; roll back on the new one".into();
             }
             let from = app.router.active();
             let to = from.other();

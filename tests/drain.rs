@@ -449,6 +449,23 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     .await;
     let started = Instant::now();
     p.signal(libc::SIGTERM);
+    // While it drains, the admin socket still answers, says so, and refuses switches.
+    eventually(
+        "status says shutting down",
+        Duration::from_secs(5),
+        || async {
+            p.ctl("status")
+                .await
+                .iter()
+                .any(|l| l.starts_with("process: shutting down"))
+        },
+    )
+    .await;
+    let reply = p.ctl_last("switch green").await;
+    assert!(
+        reply.starts_with("error: switchyard is shutting down"),
+        "{reply}"
+    );
     let r = slow.await.expect("join");
     assert_eq!(r.status, 200, "the request in flight completed");
     let st = p.wait_exit(Duration::from_secs(15)).await;
