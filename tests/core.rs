@@ -327,3 +327,132 @@ async fn taken_port_fails_fast_with_a_clear_message() {
         "{err}"
     );
 }
+
+/// A backend that answers every connection with a 101 at once, before reading the request,
+/// then a text frame "hi", and keeps the connection open. Answering that fast is what
+/// triggers cloudflare/pingora#946: the 101 is read before the proxy handled the end of the
+/// upgrade request's own empty body, and unpatched pingora then tears the tunnel down.
+async fn instant_101_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                // The accept value for the fixed test key dGhlIHNhbXBsZSBub25jZQ==.
+                let head = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                let mut out = head.as_bytes().to_vec();
+                out.extend_from_slice(&[0x81, 2, b'h', b'i']);
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// 100 WebSocket upgrades at once to a backend that answers instantly: every tunnel must stay
+/// open after the 101. Regression test for cloudflare/pingora#946, patched in
+/// vendor/pingora-proxy.
+#[tokio::test]
+async fn upgrades_answered_instantly_stay_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = instant_101_backend().await;
+    let routes = format!(
+        "[[route]]\nname = \"ws\"\npath_prefix = \"/\"\nblue = [\"{backend}\"]\ngreen = [\"{backend}\"]\n"
+    );
+    let mut setup = Setup::new(routes);
+    // The instant backend does not speak plain HTTP: keep health checks from mattering.
+    setup.health = "[health]\ninterval = \"60s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1000\n".into();
+    let p = Proxy::start(&setup).await;
+    let addr = p.addr();
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let req = format!(
+                    "GET /ws HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+                );
+                s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.ends_with(&[0x81, 2, b'h', b'i']) {
+                    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                        .await
+                        .map_err(|_| "no frame within 5 s".to_string())?
+                        .map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err(format!("closed after {:?}", String::from_utf8_lossy(&got)));
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                // Still open: a read now waits instead of seeing the end of the stream.
+                match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                    Err(_) => Ok(()),
+                    Ok(r) => Err(format!("tunnel ended right after the 101: {r:?}")),
+                }
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.expect("join") {
+            failed.push(e);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 100 failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
+/// 100 WebSockets opened at once with a real client, each gets its greeting and an echo.
+#[tokio::test]
+async fn many_concurrent_websockets_all_work() {
+    let b = Backends::start().await;
+    let p = Proxy::start(&Setup::new(b.route())).await;
+    let addr = p.addr();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (mut ws, _) =
+                    tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+                        .await
+                        .map_err(|e| format!("handshake: {e}"))?;
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t == "hello from blue" => {}
+                    other => return Err(format!("greeting: {other:?}")),
+                }
+                let msg = format!("n{i}");
+                ws.send(Message::Text(msg.clone()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t == msg => Ok(()),
+                    other => Err(format!("echo: {other:?}")),
+                }
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.expect("join") {
+            failed.push(e);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 100 failed: {failed:?}",
+        failed.len()
+    );
+}
