@@ -15,6 +15,12 @@
 //! - `ws --url ws://127.0.0.1:P/ws --conns N`: opens N idle WebSockets, samples the proxy's RSS
 //!   and CPU (`--pids`), runs a message round-trip test, and with `--admin SOCK` switches and
 //!   times until every socket has been closed by the proxy and reconnected to the new color.
+//! - `idle --url http://127.0.0.1:P/ --conns N --pids PID,...`: opens N HTTP/1.1 keep-alive
+//!   connections in `--steps` equal steps (default 4); each sends one GET and reads the whole
+//!   response (200 expected), then stays open and idle. Samples the proxy's RSS and open fds
+//!   before the first step and after each (`--settle` seconds after the step's last response),
+//!   reports bytes per idle connection at every step, then closes all and watches the RSS for
+//!   up to `--release-wait` seconds until it is back near the baseline.
 //!
 //! Results are printed for humans and, with `--out FILE`, written as `key=value` lines.
 
@@ -63,7 +69,7 @@ impl Args {
         let mut it = raw.into_iter();
         let mode = it
             .next()
-            .ok_or("usage: loadgen <ports|backend|http|ws> [--key value]...")?;
+            .ok_or("usage: loadgen <ports|backend|http|ws|idle> [--key value]...")?;
         let mut opts = HashMap::new();
         while let Some(k) = it.next() {
             let Some(key) = k.strip_prefix("--") else {
@@ -148,6 +154,7 @@ fn main() {
             "backend" => backend(&args).await,
             "http" => http_mode(&args).await,
             "ws" => ws_mode(&args).await,
+            "idle" => idle_mode(&args).await,
             m => Err(format!("unknown mode {m:?}").into()),
         }
     });
@@ -1049,5 +1056,250 @@ async fn ws_mode(args: &Args) -> Res<()> {
             if codes.is_empty() { "none" } else { &codes }
         );
     }
+    rep.write(args.str("out"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle keep-alive connections
+
+/// Open file descriptors of the processes (entries of /proc/PID/fd).
+fn procs_fds(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+        .map(|d| d.count() as u64)
+        .sum()
+}
+
+/// One open keep-alive connection: the request sender (dropping it closes the connection)
+/// and the task driving the connection, which ends if the proxy closes it.
+struct IdleConn {
+    _sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+/// Connects, sends one GET and reads the whole response; the connection, left open, when the
+/// status is 200; otherwise a short description of what went wrong.
+async fn idle_open(addr: SocketAddr, host: &str, path: &str) -> Result<IdleConn, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {}", short_error(&e)))?;
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let res = async {
+        let req = http::Request::get(path)
+            .header(http::header::HOST, host)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| short_error(&e))?;
+        let status = resp.status();
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {}", short_error(&e)))?;
+        if status != http::StatusCode::OK {
+            return Err(format!("status {}", status.as_u16()));
+        }
+        Ok(())
+    }
+    .await;
+    match res {
+        Ok(()) => Ok(IdleConn {
+            _sender: sender,
+            conn,
+        }),
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
+    }
+}
+
+async fn idle_mode(args: &Args) -> Res<()> {
+    let url: http::Uri = args.need("url")?.parse()?;
+    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
+    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
+        .await?
+        .next()
+        .ok_or("--url: cannot resolve")?;
+    let path = url
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let n: usize = args.get("conns", 10_000)?;
+    let steps: usize = args.get("steps", 4)?;
+    if steps == 0 || n < steps {
+        return Err("--conns must be at least --steps, and --steps at least 1".into());
+    }
+    let settle = Duration::from_secs_f64(args.get("settle", 1.0)?);
+    let open_timeout = Duration::from_secs_f64(args.get("timeout", 10.0)?);
+    let gate = Arc::new(Semaphore::new(args.get("connect-concurrency", 128)?));
+    let label = args.str("label").unwrap_or("idle").to_string();
+    let pids: Vec<u32> = args
+        .need("pids")?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    if pids.is_empty() {
+        return Err("--pids needs at least one process id".into());
+    }
+
+    let mut rep = Report::default();
+    rep.set("conns", n);
+    rep.set("steps", steps);
+    let (rss0, _) = procs_sample(&pids)?;
+    let fds0 = procs_fds(&pids);
+    rep.set("baseline_rss_kb", rss0);
+    rep.set("baseline_rss_mb", format!("{:.1}", rss0 as f64 / 1024.0));
+    rep.set("baseline_fds", fds0);
+    println!(
+        "{label}: baseline RSS {:.1} MB, {fds0} fds; opening {n} keep-alive connections in \
+         {steps} steps",
+        rss0 as f64 / 1024.0
+    );
+
+    let host = Arc::new(authority);
+    let path = Arc::new(path);
+    let mut held: Vec<IdleConn> = Vec::with_capacity(n);
+    let mut failed = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut open_time = Duration::ZERO;
+    let (mut prev_rss, mut prev_conns) = (rss0, 0usize);
+    let mut per_conn = Vec::with_capacity(steps);
+    for step in 1..=steps {
+        let target = n * step / steps;
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in held.len() + failed as usize..target {
+            let (gate, host, path) = (gate.clone(), host.clone(), path.clone());
+            set.spawn(async move {
+                let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+                tokio::time::timeout(open_timeout, idle_open(addr, &host, &path))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no response within {open_timeout:?}")))
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let e = match r {
+                Ok(Ok(c)) => {
+                    held.push(c);
+                    continue;
+                }
+                Ok(Err(e)) => e,
+                Err(e) => format!("task: {e}"),
+            };
+            failed += 1;
+            *errors.entry(e).or_default() += 1;
+        }
+        open_time += t.elapsed();
+        // Let the proxy finish with the step's last requests (upstream connection back to
+        // the pool, buffers released) before reading its memory.
+        tokio::time::sleep(settle).await;
+        let (rss, _) = procs_sample(&pids)?;
+        let fds = procs_fds(&pids);
+        let conns = held.len();
+        let per = rss.saturating_sub(rss0) as f64 * 1024.0 / conns.max(1) as f64;
+        let marginal = (rss as f64 - prev_rss as f64) * 1024.0 / (conns - prev_conns).max(1) as f64;
+        let fds_per = (fds as f64 - fds0 as f64) / conns.max(1) as f64;
+        per_conn.push(per);
+        rep.set(&format!("step{step}_conns"), conns);
+        rep.set(&format!("step{step}_rss_kb"), rss);
+        rep.set(
+            &format!("step{step}_rss_mb"),
+            format!("{:.1}", rss as f64 / 1024.0),
+        );
+        rep.set(&format!("step{step}_bytes_per_conn"), format!("{per:.0}"));
+        rep.set(
+            &format!("step{step}_marginal_bytes"),
+            format!("{marginal:.0}"),
+        );
+        rep.set(&format!("step{step}_fds"), fds);
+        rep.set(&format!("step{step}_fds_per_conn"), format!("{fds_per:.2}"));
+        println!(
+            "  {conns:>6} open ({failed} failed): RSS {:.1} MB = {per:.0} bytes per connection \
+             over the baseline ({marginal:.0} per connection of this step); {fds} fds \
+             ({fds_per:.2} per connection)",
+            rss as f64 / 1024.0
+        );
+        (prev_rss, prev_conns) = (rss, conns);
+    }
+    let ok = held.len();
+    if ok == 0 {
+        return Err("no connection got a 200".into());
+    }
+    let open_at_end = held.iter().filter(|c| !c.conn.is_finished()).count();
+    let first = per_conn.first().copied().unwrap_or(0.0);
+    let last = per_conn.last().copied().unwrap_or(0.0);
+    rep.set("ok", ok);
+    rep.set("failed", failed);
+    rep.set("open_at_end", open_at_end);
+    rep.set("open_seconds", format!("{:.2}", open_time.as_secs_f64()));
+    rep.set(
+        "flat_ratio",
+        if first > 0.0 {
+            format!("{:.2}", last / first)
+        } else {
+            "-".into()
+        },
+    );
+    println!(
+        "  {ok}/{n} got a 200 ({failed} failed) in {:.1}s of opening; {open_at_end} still open \
+         after the last sample; bytes per connection last step / first step: {}",
+        open_time.as_secs_f64(),
+        if first > 0.0 {
+            format!("{:.2}", last / first)
+        } else {
+            "-".into()
+        }
+    );
+    for (what, k) in &errors {
+        println!("  {k} x {what}");
+    }
+
+    // Close everything and wait until the proxy has let go of the sockets. Then watch its RSS
+    // for up to `--release-wait` seconds, until it is back within a tenth of the growth over
+    // the baseline: an allocator may hand freed memory back to the kernel only after a delay.
+    for c in &held {
+        c.conn.abort();
+    }
+    drop(held);
+    let t = Instant::now();
+    let mut fds = procs_fds(&pids);
+    while fds > fds0 + 200 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fds = procs_fds(&pids);
+    }
+    let closed_s = t.elapsed().as_secs_f64();
+    let release_wait = Duration::from_secs_f64(args.get("release-wait", 5.0)?);
+    let near = rss0 + prev_rss.saturating_sub(rss0) / 10;
+    let (mut rss, _) = procs_sample(&pids)?;
+    while rss > near && t.elapsed() < release_wait {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss = procs_sample(&pids)?.0;
+    }
+    let rss_s = t.elapsed().as_secs_f64();
+    let fds = procs_fds(&pids);
+    rep.set("closed_rss_kb", rss);
+    rep.set("closed_rss_mb", format!("{:.1}", rss as f64 / 1024.0));
+    rep.set("closed_rss_after_s", format!("{rss_s:.1}"));
+    rep.set("closed_fds", fds);
+    println!(
+        "  all closed: {fds} fds {closed_s:.1}s after the close; RSS {:.1} MB {rss_s:.1}s after \
+         the close ({})",
+        rss as f64 / 1024.0,
+        if rss <= near {
+            "back within a tenth of the growth over the baseline"
+        } else {
+            "still above a tenth of the growth over the baseline at the end of --release-wait"
+        }
+    );
     rep.write(args.str("out"))
 }

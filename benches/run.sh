@@ -3,11 +3,13 @@
 # loopback only, every proxy with one worker/thread.
 #
 #   benches/run.sh            full run (about 6 minutes): 3 interleaved rounds of 10 s, 100
-#                             switches under load, ~9,000 idle WebSockets
+#                             switches under load, ~9,000 idle WebSockets, 10,000 idle
+#                             keep-alive HTTP connections
 #   benches/run.sh --quick    the same end to end in under 2 minutes (CI): 1 round of 2 s,
-#                             10 switches, 1,000 WebSockets
+#                             10 switches, 1,000 WebSockets, 1,000 idle connections
 #
-# Options: --rounds N  --duration S  --switches N  --ws N  --only throughput,switch,ws
+# Options: --rounds N  --duration S  --switches N  --ws N  --idle N
+#          --only throughput,switch,ws,idle
 # Environment: SWITCHYARD_BIN=path uses a prebuilt binary instead of `cargo build --release`.
 #
 # Installs nginx, haproxy and wrk with apt-get when missing. Writes every config into a temp
@@ -22,16 +24,18 @@ ROUNDS=3
 DURATION=10
 SWITCHES=100
 WS_CONNS=""
-ONLY="throughput,switch,ws"
+IDLE_CONNS=""
+ONLY="throughput,switch,ws,idle"
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --quick) QUICK=1; ROUNDS=1; DURATION=2; SWITCHES=10; WS_CONNS=${WS_CONNS:-1000} ;;
+        --quick) QUICK=1; ROUNDS=1; DURATION=2; SWITCHES=10; WS_CONNS=${WS_CONNS:-1000}; IDLE_CONNS=${IDLE_CONNS:-1000} ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --switches) SWITCHES=$2; shift ;;
         --ws) WS_CONNS=$2; shift ;;
+        --idle) IDLE_CONNS=$2; shift ;;
         --only) ONLY=$2; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -145,6 +149,13 @@ if [[ -z "$WS_CONNS" ]]; then
     WS_CONNS=$(( (NOFILE - 1500) / 3 / 500 * 500 ))
     (( WS_CONNS > 10000 )) && WS_CONNS=10000
 fi
+# An idle keep-alive connection costs the proxy one fd (its upstream connection goes back to
+# the pool) and the client one; keep headroom for the proxy's own fds and upstream pool.
+IDLE_CONNS=${IDLE_CONNS:-10000}
+if (( IDLE_CONNS > NOFILE - 1000 )); then
+    note "$IDLE_CONNS idle connections do not fit under the open files limit $NOFILE; using $(( NOFILE - 1000 ))"
+    IDLE_CONNS=$(( NOFILE - 1000 ))
+fi
 FAILED=()
 loadgen() { # loadgen NAME ARGS...: runs the load client; a failure is reported at the end
     local name=$1
@@ -156,7 +167,7 @@ loadgen() { # loadgen NAME ARGS...: runs the load client; a failure is reported 
 }
 
 read -r P_BLUE P_GREEN P_NGINX P_HAPROXY P_SY P_SY_METRICS P_WSB P_WSG P_WSNGINX P_WSSY P_WSSY_METRICS \
-    <<<"$("$LOADGEN" ports --n 11)"
+    P_IDLENGINX P_IDLESY P_IDLESY_METRICS <<<"$("$LOADGEN" ports --n 14)"
 
 VERSIONS="switchyard $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), \
 $({ "$NGINX" -v 2>&1 || true; } | sed 's/.*version: //'), \
@@ -206,8 +217,8 @@ EOF
 # nginx as the proxy: one worker, upstream keep-alive, WebSocket upgrades, forwarding headers
 # (the same job switchyard does). The upstream is a separate file so the reload switch can
 # rewrite it.
-start_nginx_proxy() { # NAME PORT UPSTREAM_PORT
-    local name=$1 port=$2 up=$3 d=$TMP/$1
+start_nginx_proxy() { # NAME PORT UPSTREAM_PORT [KEEPALIVE_TIMEOUT]
+    local name=$1 port=$2 up=$3 keepalive=${4:-75s} d=$TMP/$1
     mkdir -p "$d"
     printf 'server 127.0.0.1:%s;\n' "$up" >"$d/upstream.conf"
     cat >"$d/nginx.conf" <<EOF
@@ -223,7 +234,7 @@ http {
     client_body_temp_path $d/body;
     proxy_temp_path $d/proxy;
     keepalive_requests 10000000;
-    keepalive_timeout 75s;
+    keepalive_timeout $keepalive;
     upstream app {
         include $d/upstream.conf;
         keepalive 64;
@@ -286,8 +297,8 @@ EOF
     wait_port "$port" "$name"
 }
 
-start_switchyard() { # NAME PORT METRICS_PORT BLUE_PORT GREEN_PORT DRAIN_TIMEOUT
-    local name=$1 port=$2 metrics=$3 blue=$4 green=$5 drain=$6 d=$TMP/$1
+start_switchyard() { # NAME PORT METRICS_PORT BLUE_PORT GREEN_PORT DRAIN_TIMEOUT [EXTRA_TOML]
+    local name=$1 port=$2 metrics=$3 blue=$4 green=$5 drain=$6 extra=${7:-} d=$TMP/$1
     mkdir -p "$d"
     cat >"$d/switchyard.toml" <<EOF
 [listen]
@@ -325,6 +336,7 @@ name = "app"
 path_prefix = "/"
 blue = ["127.0.0.1:$blue"]
 green = ["127.0.0.1:$green"]
+$extra
 EOF
     "$BIN" check --config "$d/switchyard.toml" >/dev/null
     RUST_LOG=warn start "$name" "$BIN" run --config "$d/switchyard.toml"
@@ -348,8 +360,8 @@ to_ms() { awk -v v="$1" 'BEGIN { x = v + 0; if (v ~ /us$/) x /= 1000; else if (v
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
 
 MD=$TMP/results.md
-mode_desc="full: $ROUNDS rounds of ${DURATION}s, $SWITCHES switches, $WS_CONNS WebSockets"
-[[ $QUICK == 1 ]] && mode_desc="quick: $ROUNDS round of ${DURATION}s, $SWITCHES switches, $WS_CONNS WebSockets (CI smoke run; numbers not meant for comparison)"
+mode_desc="full: $ROUNDS rounds of ${DURATION}s, $SWITCHES switches, $WS_CONNS WebSockets, $IDLE_CONNS idle connections"
+[[ $QUICK == 1 ]] && mode_desc="quick: $ROUNDS round of ${DURATION}s, $SWITCHES switches, $WS_CONNS WebSockets, $IDLE_CONNS idle connections (CI smoke run; numbers not meant for comparison)"
 {
     echo "# switchyard benchmarks"
     echo
@@ -522,6 +534,80 @@ if want ws; then
         echo "clients reconnect at once, at most 128 handshakes in flight); close codes (code:count, 1006 = no close frame):"
         echo "$(kv "$f" close_codes); reconnects that failed: $(kv "$f" reconnect_failed); in-process swap $(kv "$f" swap_us) µs;"
         echo "switch reply: \`$(kv "$f" switch_reply | tr '_' ' ')\`."
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# d. Idle keep-alive connections (issue 6: memory per idle connection stays flat)
+
+if want idle; then
+    IDLE_STEPS=4
+    SETTLE=1
+    [[ $QUICK == 1 ]] && SETTLE=0.5
+    say "d. idle connections: $IDLE_CONNS HTTP/1.1 keep-alive connections, memory sampled at every quarter"
+    start_backend
+
+    note "nginx holding them (master + worker RSS), keepalive_timeout 300s"
+    start_nginx_proxy idle-nginx "$P_IDLENGINX" "$P_BLUE" 300s
+    sleep 0.2
+    pids=$(echo "${PID[idle-nginx]}" $(children "${PID[idle-nginx]}") | tr ' ' ',')
+    loadgen "idle connections (nginx)" idle --url "http://127.0.0.1:$P_IDLENGINX/" \
+        --conns "$IDLE_CONNS" --steps "$IDLE_STEPS" --settle "$SETTLE" --pids "$pids" \
+        --label nginx --out "$TMP/idle.nginx"
+    stop idle-nginx
+
+    # The defaults (max_connections = 8192, idle_timeout = "60s") would refuse or close some.
+    IDLE_MAX=$(( IDLE_CONNS + 1000 > 20000 ? IDLE_CONNS + 1000 : 20000 ))
+    note "switchyard holding them: [limits] max_connections = $IDLE_MAX, idle_timeout = \"300s\""
+    start_switchyard idle-switchyard "$P_IDLESY" "$P_IDLESY_METRICS" "$P_BLUE" "$P_GREEN" 1s \
+        "$(printf '\n[limits]\nmax_connections = %d\nidle_timeout = "300s"\n' "$IDLE_MAX")"
+    loadgen "idle connections (switchyard)" idle --url "http://127.0.0.1:$P_IDLESY/" \
+        --conns "$IDLE_CONNS" --steps "$IDLE_STEPS" --settle "$SETTLE" \
+        --pids "${PID[idle-switchyard]}" --label switchyard --out "$TMP/idle.switchyard"
+    stop idle-switchyard
+    stop backend
+
+    f=$TMP/idle.switchyard
+    g=$TMP/idle.nginx
+    {
+        echo
+        echo "## Idle connections"
+        echo
+        echo "$IDLE_CONNS plain HTTP/1.1 keep-alive connections to the proxy, opened in $IDLE_STEPS equal steps (at most"
+        echo "128 in flight); each sends one GET / (backend: nginx, 5-byte body), reads the whole response and"
+        echo "then stays open and idle (nginx \`keepalive_timeout 300s\`; switchyard \`[limits] idle_timeout = \"300s\"\`,"
+        echo "\`max_connections = $IDLE_MAX\`). RSS = VmRSS (nginx: master + worker), read ${SETTLE}s after each step's"
+        echo "last response; bytes per connection = (RSS - RSS before the first connection) / connections open."
+        echo "Flat = the same bytes per connection at every step; last / first = bytes per connection at"
+        echo "$IDLE_CONNS over those at the first step. Proxy fds per connection = (fds at $IDLE_CONNS - fds before) / $IDLE_CONNS."
+        echo "After closing all: RSS once back within a tenth of its growth, or after 5 s (seconds after the close)."
+        echo
+        hdr="| proxy | RSS before MB |"
+        sep="| --- | ---: |"
+        for k in $(seq "$IDLE_STEPS"); do
+            hdr+=" bytes per conn at $(( IDLE_CONNS * k / IDLE_STEPS )) |"
+            sep+=" ---: |"
+        done
+        echo "$hdr RSS at $IDLE_CONNS MB | last / first | proxy fds per conn | got 200 | failed | open at the end | RSS after closing all MB (s after) |"
+        echo "$sep ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        for x in "nginx:$g" "switchyard:$f"; do
+            n=${x%%:*}
+            h=${x#*:}
+            row="| $n | $(kv "$h" baseline_rss_mb) |"
+            for k in $(seq "$IDLE_STEPS"); do row+=" $(kv "$h" "step${k}_bytes_per_conn") |"; done
+            echo "$row $(kv "$h" "step${IDLE_STEPS}_rss_mb") | $(kv "$h" flat_ratio)x | $(kv "$h" "step${IDLE_STEPS}_fds_per_conn") | $(kv "$h" ok) | $(kv "$h" failed) | $(kv "$h" open_at_end) | $(kv "$h" closed_rss_mb) ($(kv "$h" closed_rss_after_s)) |"
+        done
+        echo
+        for x in "nginx:$g" "switchyard:$f"; do
+            n=${x%%:*}
+            h=${x#*:}
+            m=""
+            for k in $(seq "$IDLE_STEPS"); do m+="${m:+ / }$(kv "$h" "step${k}_marginal_bytes")"; done
+            echo "$n, bytes per connection added by each step alone: $m."
+        done
+        echo
+        echo "switchyard RSS ratio to nginx at $IDLE_CONNS: $(ratio "$(kv "$f" "step${IDLE_STEPS}_rss_mb")" "$(kv "$g" "step${IDLE_STEPS}_rss_mb")")x;"
+        echo "bytes per connection ratio: $(ratio "$(kv "$f" "step${IDLE_STEPS}_bytes_per_conn")" "$(kv "$g" "step${IDLE_STEPS}_bytes_per_conn")")x."
     } >>"$MD"
 fi
 
