@@ -17,6 +17,7 @@ use pingora::protocols::ALPN;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::services::listening::Service;
 
 use crate::admin::{self, AdminError, AdminService};
@@ -138,7 +139,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         "proxy".to_string(),
         FrontDoor::new(http, app.cfg.limits, app.metrics.clone()),
     );
-    proxy.add_tcp(&app.cfg.listen_http.to_string());
+    // No L4 read buffer on the plain-HTTP listener: pingora's HTTP layer buffers what it
+    // parses, and the default 64 KiB buffer stayed resident for every idle keep-alive
+    // connection (58 KB per connection at 10k in benches/run.sh --only idle).
+    proxy.add_listener(
+        ListenerConfig::tcp(app.cfg.listen_http.to_string()).l4_buffer(L4BufferSettings {
+            read: Some(0),
+            write: None,
+        }),
+    );
     if let (Some(t), Some(resolver)) = (&app.cfg.tls, &app.tls) {
         // The paths here are never read: the resolver serves the pair, and reload-tls swaps it.
         let mut settings = TlsSettings::intermediate("", "").map_err(StartError::Tls)?;
