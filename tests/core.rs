@@ -399,12 +399,7 @@ async fn upgrades_answered_instantly_stay_open() {
             })
         })
         .collect();
-    let mut failed = Vec::new();
-    for t in tasks {
-        if let Err(e) = t.await.expect("join") {
-            failed.push(e);
-        }
-    }
+    let failed = failures(tasks).await;
     assert!(
         failed.is_empty(),
         "{} of 100 failed: {:?}",
@@ -444,12 +439,7 @@ async fn many_concurrent_websockets_all_work() {
             })
         })
         .collect();
-    let mut failed = Vec::new();
-    for t in tasks {
-        if let Err(e) = t.await.expect("join") {
-            failed.push(e);
-        }
-    }
+    let failed = failures(tasks).await;
     assert!(
         failed.is_empty(),
         "{} of 100 failed: {failed:?}",

@@ -500,3 +500,14 @@ pub async fn get_bytes(url: &str, headers: &[(&str, &str)]) -> (u16, http::Heade
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, headers, body.to_vec())
 }
+
+/// Awaits client tasks that report `Err(what went wrong)`; returns the failures.
+pub async fn failures(tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>) -> Vec<String> {
+    let mut failed = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.expect("client task panicked") {
+            failed.push(e);
+        }
+    }
+    failed
+}
