@@ -25,12 +25,13 @@ use crate::app::App;
 use crate::metrics::Metrics;
 use crate::routing::Color;
 
-/// Counts one open thing (a request or a WebSocket) of one color until dropped.
+/// Counts one open thing (a request or a WebSocket of one color, a client connection) on a
+/// gauge until dropped.
 #[derive(Debug)]
 pub struct Open(IntGauge);
 
 impl Open {
-    fn new(g: &IntGauge) -> Open {
+    pub fn new(g: &IntGauge) -> Open {
         g.inc();
         Open(g.clone())
     }

@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::LimitsConfig;
+use crate::drain::Open;
 use crate::metrics::Metrics;
 
 /// Why a request is refused before it reaches a backend.
@@ -434,15 +435,6 @@ impl<P: ProxyHttp> FrontDoor<P> {
     }
 }
 
-/// Decrements `g` when dropped.
-struct GaugeGuard<'a>(&'a pingora_prometheus::prometheus::IntGauge);
-
-impl Drop for GaugeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// One counted connection; dropping it frees the slot.
 struct Slot(Arc<AtomicUsize>);
 
@@ -499,10 +491,8 @@ where
             refuse(stream).await;
             return None;
         };
-        let gauge = self.metrics.client_connections();
-        gauge.inc();
-        // Decremented when the connection ends, however it ends (the guard drops).
-        let _counted = GaugeGuard(gauge);
+        // Counted until the connection ends, however it ends (the guard drops).
+        let _counted = Open::new(self.metrics.client_connections());
         let guarded: Stream = Box::new(Guarded::new(stream, &self.limits));
         self.proxy.process_new(guarded, shutdown).await
     }
