@@ -20,6 +20,7 @@ use crate::state;
 use crate::switch::{
     gate_verdict, result_label, transition, watch_verdict, Event, GateVerdict, Phase, WatchVerdict,
 };
+use crate::sync::lock;
 
 /// How often the gate and the watch look at their numbers.
 const TICK: Duration = Duration::from_millis(100);
@@ -63,12 +64,6 @@ struct Running {
 #[derive(Default)]
 pub struct Controller {
     running: Mutex<Option<Running>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the data half-written (every write is a
-    // whole assignment), so a poisoned lock is still safe to use.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Controller {

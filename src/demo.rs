@@ -7,7 +7,8 @@
 //! tests can simulate a crashed backend.
 //!
 //! Does not own: anything about proxying, routing, health-check policy or
-//! configuration. It knows nothing about switchyard's other modules; it is a
+//! configuration. It knows nothing about switchyard's other modules (bar the
+//! generic `sync::lock`); it is a
 //! stand-in for a real upstream application and nothing more.
 
 use std::convert::Infallible;
@@ -27,6 +28,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+use crate::sync::lock;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
@@ -185,12 +188,6 @@ impl DemoHandle {
         *done = None;
         tracing::debug!(name = %self.app.state.name, "demo app stopped");
     }
-}
-
-/// Poisoning only means another task panicked mid-update of plain data; the
-/// data is still usable and a demo backend must not cascade panics.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Resolves once `stop()` has been called. If the sender is gone without a

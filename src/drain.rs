@@ -24,6 +24,7 @@ use pingora_prometheus::prometheus::IntGauge;
 use crate::app::App;
 use crate::metrics::Metrics;
 use crate::routing::Color;
+use crate::sync::lock;
 
 /// Counts one open thing (a request or a WebSocket of one color, a client connection) on a
 /// gauge until dropped.
@@ -98,11 +99,6 @@ impl WsHandle {
 struct Sockets {
     next: AtomicU64,
     open: [Mutex<HashMap<u64, Arc<WsHandle>>>; 2],
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every write under this lock is a single insert or remove: poison leaves it consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A registered WebSocket; dropping it (with the request) unregisters it and its count.

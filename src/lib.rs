@@ -16,6 +16,7 @@
 //! - [`state`]: the persisted active color
 //! - [`metrics`]: the Prometheus registry and `/metrics`
 //! - [`app`]: the shared state; [`server`]: assembling and running the process
+//! - [`sync`]: poison-tolerant locking for the control plane
 //! - [`demo`]: built-in demo backends (for `switchyard demo` and tests)
 
 pub mod access_log;
@@ -34,5 +35,6 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod switch;
+pub mod sync;
 pub mod tls;
 pub mod wsframe;
