@@ -2,8 +2,11 @@
 //!
 //! Crate map (one concept per file):
 //! - [`config`]: the TOML config, validated, errors with `FILE:LINE:COL`
-//! - [`routing`]: colors, backends, pools and the `ArcSwap` routing table
-//! - [`proxy`]: pingora `ProxyHttp`, the data plane
+//! - [`color`]: blue and green, shared by every part
+//! - [`routing`]: backends, pools and the `ArcSwap` routing table
+//! - [`engine`]: the HTTP/1.1 data plane on pingora-core's `ServerApp`: heads, framing,
+//!   upstream pool, upgrade relay
+//! - [`request`]: request-level decisions any data path calls: route, color, gzip, accounting
 //! - [`edge`]: the front door's refusals: request checks, header/idle deadlines, connection cap
 //! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
 //! - [`access_log`]: one JSON line per request, off the request path
@@ -22,15 +25,17 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod color;
 pub mod config;
 pub mod controller;
 pub mod demo;
 pub mod drain;
 pub mod edge;
+pub mod engine;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
-pub mod proxy;
+pub mod request;
 pub mod routing;
 pub mod server;
 pub mod state;
