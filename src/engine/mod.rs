@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::drain::Open;
 use crate::edge::{refuse_connection, take_slot, Refusal};
+use crate::request;
 
 /// The proxy service's application.
 pub struct Engine {
