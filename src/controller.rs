@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
-use crate::drain::{self, drain_line};
+use crate::drain::drain_line;
 use crate::hooks;
 use crate::routing::{Color, Health};
 use crate::state;
@@ -176,7 +176,7 @@ impl Controller {
             (from, to)
         };
         app.metrics.set_active(to);
-        drain::schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
+        schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
         app.metrics.switch_ended("rolled_back");
         let _ = out.send(format!("swap: active={to} (was {from})"));
         tracing::warn!(from = %from, to = %to, "manual rollback");
@@ -292,7 +292,7 @@ impl Driver {
         self.swapped = true;
         let took = t.elapsed();
         self.app.metrics.set_active(self.to);
-        drain::schedule_handover(
+        schedule_handover(
             self.app.clone(),
             self.from,
             self.app.cfg.switch.drain_timeout,
@@ -471,7 +471,7 @@ impl Driver {
         let app = self.app.clone();
         app.router.set_active(self.from);
         app.metrics.set_active(self.from);
-        drain::schedule_handover(app.clone(), self.to, app.cfg.switch.drain_timeout);
+        schedule_handover(app.clone(), self.to, app.cfg.switch.drain_timeout);
         self.say(format!("swap: active={} (was {})", self.from, self.to));
         if let Err(e) = state::store(&app.cfg.state_file, self.from) {
             self.say(format!(
@@ -495,4 +495,19 @@ impl Driver {
             }
         }
     }
+}
+
+/// After a switch away from `color`: at `deadline`, unless `color` is live again by then (a
+/// rollback), its WebSockets are handed over so clients reconnect to the live color.
+fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        if app.router.active() == color {
+            return;
+        }
+        let n = app.tracker.close_websockets(color);
+        if n > 0 {
+            tracing::info!(color = %color, websockets = n, "drain deadline: closing websockets with 1012");
+        }
+    });
 }

@@ -15,12 +15,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use pingora_prometheus::prometheus::IntGauge;
 use tokio::sync::Notify;
 
-use crate::app::App;
 use crate::color::Color;
 use crate::metrics::Metrics;
 use crate::sync::lock;
@@ -164,21 +162,6 @@ impl Tracker {
             websockets: ws,
         }
     }
-}
-
-/// After a switch away from `color`: at `deadline`, unless `color` is live again by then (a
-/// rollback), its WebSockets are handed over so clients reconnect to the live color.
-pub fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        if app.router.active() == color {
-            return;
-        }
-        let n = app.tracker.close_websockets(color);
-        if n > 0 {
-            tracing::info!(color = %color, websockets = n, "drain deadline: closing websockets with 1012");
-        }
-    });
 }
 
 /// The drain progress line of the admin protocol.

@@ -350,6 +350,10 @@ async fn respond(
 ) -> Respond {
     let mut ulen = 0;
     let size = conn.engine.buf_size;
+    // A client that stops sending its body for idle_timeout is cut: it would hold a backend
+    // connection forever otherwise.
+    let body_stall = conn.app.cfg.limits.idle_timeout;
+    let mut body_deadline = tokio::time::Instant::now() + body_stall;
     let head = loop {
         if ulen > 0 {
             match final_head(conn, plan, o, body, &ubuf[..ulen]) {
@@ -382,7 +386,13 @@ async fn respond(
             conn.rbuf = pool::buffer(size);
         }
         let rlen = conn.rlen;
+        let sending = !body.is_done();
         tokio::select! {
+            // An async block: no timer is even created unless a body is being sent.
+            _ = async { tokio::time::sleep_until(body_deadline).await }, if sending => {
+                o.failure = Some(Failure::Client);
+                return done(Next::Close);
+            },
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => ulen += n,
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
@@ -391,9 +401,10 @@ async fn respond(
                     return done(error_page(conn, plan, o, body).await);
                 }
             },
-            r = conn.client.read(&mut conn.rbuf[rlen..]), if !body.is_done() => match r {
+            r = conn.client.read(&mut conn.rbuf[rlen..]), if sending => match r {
                 Ok(n) if n > 0 => {
                     conn.rlen += n;
+                    body_deadline = tokio::time::Instant::now() + body_stall;
                     if let Err(f) = send_body(conn, body, up).await {
                         o.failure = Some(f);
                         if f == Failure::Client {

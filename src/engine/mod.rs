@@ -202,13 +202,29 @@ impl<'e> Conn<'e> {
             reason = r.reason(),
             "refused a request"
         );
+        let started = std::time::Instant::now();
         self.app.metrics.refused(r.label());
         let mut out = pool::buffer(0);
         let body = format!("switchyard: {}\n", r.reason());
         response::write_own(&mut out, r.status(), &body, &self.app.cfg.headers, true);
-        let _ = self.client.write_all(&out).await;
-        let _ = self.client.flush().await;
+        let sent = self.client.write_all(&out).await.is_ok() && self.client.flush().await.is_ok();
         pool::give_back(out);
+        // A refused head is not trusted to say its method or path: the log line has neither.
+        request::finish(
+            self.app,
+            &request::Finished {
+                route: None,
+                color: self.app.router.active(),
+                status: if sent { r.status() } else { 0 },
+                failure: None,
+                elapsed: started.elapsed(),
+                bytes: if sent { body.len() as u64 } else { 0 },
+                client: self.client_ip,
+                method: "",
+                path: "",
+                backend: None,
+            },
+        );
         self.linger().await;
     }
 
