@@ -26,11 +26,14 @@ use crate::request::{self, Failure, Finished, ResponseFacts};
 use crate::routing::{Backend, Route};
 use crate::wsframe::FrameTracker;
 
+// Not boxed: a request must not cost a heap allocation, and the value lives on the
+// connection task's own stack frame for a moment only.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Step {
     NeedMore,
     Refuse(Refusal),
     Answer(Answer),
-    Forward(Box<Plan>),
+    Forward(Plan),
 }
 
 /// switchyard's own answer to a well-formed request (404).
@@ -130,7 +133,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
                 .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
                 .map(|h| h.value),
         );
-    Step::Forward(Box::new(Plan {
+    Step::Forward(Plan {
         color: d.color,
         backend,
         out,
@@ -149,7 +152,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         log,
         frames: None,
         route: d.route,
-    }))
+    })
 }
 
 /// Sends switchyard's own answer (404) with the global response headers.
@@ -195,7 +198,7 @@ struct Outcome {
 }
 
 /// Forwards one request and its response; accounts for it at the end.
-pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Box<Plan>) -> Next {
+pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan) -> Next {
     let started = Instant::now();
     let app = conn.app;
     let _inflight = app.tracker.request(plan.color);
