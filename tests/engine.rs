@@ -413,3 +413,28 @@ async fn websocket_handover_waits_for_the_clients_close_reply() {
     assert!(end.is_none(), "{end:?}");
     let _ = ws.send(Message::Text("late".into())).await;
 }
+
+#[tokio::test]
+async fn a_bad_chunk_mid_body_is_a_400_and_both_sides_close() {
+    // A backend that waits for the whole body before it answers (it never gets it).
+    let rec = Recorder::start(b"").await;
+    let p = Proxy::start(&Setup::new(rec.route())).await;
+    let mut s = TcpStream::connect(p.addr()).await.expect("connect");
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .expect("head and first chunk");
+    // The backend has the head and the first chunk before the bad one is written.
+    eventually(
+        "the first chunk reached the backend",
+        Duration::from_secs(5),
+        || async { rec.seen().ends_with("5\r\nhello\r\n") },
+    )
+    .await;
+    s.write_all(b"zz\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("bad chunk");
+    let r = read_all(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(r.status(), 400, "{}", r.text);
+    assert!(r.closed);
+    assert!(!rec.seen().contains("smuggled"), "{}", rec.seen());
+}

@@ -47,6 +47,9 @@ pub(crate) struct Answer {
     log: Log,
 }
 
+/// A chunked request body that breaks its framing: nobody can say where it ends.
+const BAD_CHUNK: Refusal = Refusal::BadRequest("invalid chunked request body");
+
 /// What the access log needs of a request; empty strings when the log is off (no
 /// allocation per request then).
 #[derive(Default)]
@@ -255,9 +258,10 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
         Ok(n) => n,
         Err(_) => {
             o.failure = Some(Failure::Client);
-            o.status = 400;
-            conn.refuse(Refusal::BadRequest("invalid chunked body"))
-                .await;
+            if conn.send_refusal(BAD_CHUNK).await {
+                o.status = 400;
+                conn.linger().await;
+            }
             return Next::Close;
         }
     };
@@ -411,8 +415,10 @@ async fn respond(
                     if let Err(f) = send_body(conn, body, up).await {
                         o.failure = Some(f);
                         if f == Failure::Client {
-                            o.status = 400;
-                            conn.refuse(Refusal::BadRequest("invalid chunked body")).await;
+                            if conn.send_refusal(BAD_CHUNK).await {
+                                o.status = 400;
+                                conn.linger().await;
+                            }
                             return done(Next::Close);
                         }
                         return done(error_page(conn, plan, o, body).await);

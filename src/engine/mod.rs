@@ -195,20 +195,10 @@ impl<'e> Conn<'e> {
         self.rlen = 0;
     }
 
-    /// Answers a refused request (the route-less `[headers] add` headers on it) and closes.
+    /// Answers a refused request, logs it and closes.
     pub(crate) async fn refuse(&mut self, r: Refusal) {
-        tracing::debug!(
-            status = r.status(),
-            reason = r.reason(),
-            "refused a request"
-        );
         let started = std::time::Instant::now();
-        self.app.metrics.refused(r.label());
-        let mut out = pool::buffer(0);
-        let body = format!("switchyard: {}\n", r.reason());
-        response::write_own(&mut out, r.status(), &body, &self.app.cfg.headers, true);
-        let sent = self.client.write_all(&out).await.is_ok() && self.client.flush().await.is_ok();
-        pool::give_back(out);
+        let sent = self.send_refusal(r).await;
         // A refused head is not trusted to say its method or path: the log line has neither.
         request::finish(
             self.app,
@@ -218,7 +208,7 @@ impl<'e> Conn<'e> {
                 status: if sent { r.status() } else { 0 },
                 failure: None,
                 elapsed: started.elapsed(),
-                bytes: if sent { body.len() as u64 } else { 0 },
+                bytes: 0,
                 client: self.client_ip,
                 method: "",
                 path: "",
@@ -226,6 +216,24 @@ impl<'e> Conn<'e> {
             },
         );
         self.linger().await;
+    }
+
+    /// Writes the answer to a refused request (the route-less `[headers] add` headers on
+    /// it, `Connection: close`) and counts it; whether it was sent. The caller accounts for
+    /// the request and closes.
+    pub(crate) async fn send_refusal(&mut self, r: Refusal) -> bool {
+        tracing::debug!(
+            status = r.status(),
+            reason = r.reason(),
+            "refused a request"
+        );
+        self.app.metrics.refused(r.label());
+        let mut out = pool::buffer(0);
+        let body = format!("switchyard: {}\n", r.reason());
+        response::write_own(&mut out, r.status(), &body, &self.app.cfg.headers, true);
+        let sent = self.client.write_all(&out).await.is_ok() && self.client.flush().await.is_ok();
+        pool::give_back(out);
+        sent
     }
 
     /// Ends the connection after a response that said `Connection: close`.
