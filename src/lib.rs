@@ -16,6 +16,7 @@
 //! - [`state`]: the persisted active color
 //! - [`metrics`]: the Prometheus registry
 //! - [`admin_http`]: the `[admin] metrics` listener: `/metrics`, the status page and its feed
+//! - [`progress_bar`]: `ctl`'s bar for a switch's progress on a terminal
 //! - [`status`]: the status page, its state snapshot and the controller's progress feed
 //! - [`app`]: the shared state; [`server`]: assembling and running the process
 //! - [`sync`]: poison-tolerant locking for the control plane
@@ -33,6 +34,7 @@ pub mod edge;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
+pub mod progress_bar;
 pub mod proxy;
 pub mod routing;
 pub mod server;

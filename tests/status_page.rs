@@ -377,3 +377,39 @@ async fn status_json_and_the_event_stream_without_a_browser() {
         assert_eq!(r.status, want, "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn ctl_prints_plain_lines_when_its_output_is_not_a_terminal() {
+    let b = Backends::start().await;
+    let p = Proxy::start(&setup(&b)).await;
+    p.wait_healthy().await;
+    let socket = p.socket.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(["ctl", "--socket"])
+            .arg(&socket)
+            .args(["switch", "green"])
+            .output()
+            .expect("run ctl")
+    })
+    .await
+    .expect("ctl task");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(
+        !text.contains('\r') && !text.contains('\x1b'),
+        "no bar when piped: {text:?}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("watch: green ") && l.ends_with("s left")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("drain: blue has ")),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last(), Some(&"ok active=green"), "{lines:?}");
+}

@@ -4,14 +4,13 @@
 //!   last switches
 //! - [`snapshot`]: the whole state as one serializable value (`GET /status.json`, and the
 //!   periodic `snapshot` events of `GET /events`)
-//! - [`line`]: reading a progress line back into numbers, for `ctl`'s terminal bar
 //! - `page.html`: the page itself (inline CSS and JS, no external assets)
 //!
-//! The HTTP listener that serves all of this is admin_http.rs. Nothing here changes state:
+//! The HTTP listener that serves all of this is admin_http.rs; `ctl`'s terminal view of the
+//! same progress is progress_bar.rs. Nothing here changes state:
 //! the page is read-only by construction (it has no way to send a command).
 
 pub mod feed;
-pub mod line;
 pub mod snapshot;
 
 use std::time::SystemTime;
