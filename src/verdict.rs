@@ -374,8 +374,10 @@ mod tests {
         assert_eq!(judge(&r, &window(49, 0, 30)), Verdict::RollBack(nt));
         assert_eq!(judge(&r, &window(50, 0, 30)), Verdict::Commit(None));
         // require_traffic alone asks for at least one request.
-        let mut r = Rules::default();
-        r.require_traffic = true;
+        let r = Rules {
+            require_traffic: true,
+            ..Rules::default()
+        };
         assert_eq!(
             judge(&r, &window(0, 0, 30)),
             Verdict::RollBack(Rule::NotEnoughTraffic { needed: 1 })
