@@ -335,6 +335,11 @@ mod tests {
         }
     }
 
+    fn with_baseline(mut w: Window, requests: u64, errors: u64) -> Window {
+        w.baseline = Counts { requests, errors };
+        w
+    }
+
     fn rate(r: f64) -> Rules {
         Rules {
             max_errors: None,
@@ -404,11 +409,7 @@ mod tests {
     fn baseline_raises_the_allowance_by_the_old_colors_ratio() {
         let mut r = rate(0.01);
         r.baseline = true;
-        let mut w = window(1000, 25, 30);
-        w.baseline = Counts {
-            requests: 2000,
-            errors: 40,
-        };
+        let mut w = with_baseline(window(1000, 25, 30), 2000, 40);
         // 2.5% against blue's 2% + 1%.
         assert_eq!(judge(&r, &w), Verdict::Commit(None));
         w.counts.errors = 31;
@@ -531,20 +532,12 @@ mod tests {
         );
         let mut r = rate(0.01);
         r.baseline = true;
-        let mut w = window(120331, 481, 18);
-        w.baseline = Counts {
-            requests: 1000,
-            errors: 3,
-        };
+        let w = with_baseline(window(120331, 481, 18), 1000, 3);
         assert_eq!(
             progress_line(&r, &w),
             "watch: green 0.4% errors (baseline blue 0.3%, allowed +1%) in 120331 requests, 12s left"
         );
-        let mut w = window(1000, 28, 30);
-        w.baseline = Counts {
-            requests: 1000,
-            errors: 3,
-        };
+        let w = with_baseline(window(1000, 28, 30), 1000, 3);
         assert_eq!(
             reason(&r, &w, Rule::ErrorRate { allowed: 0.013 }),
             "green 2.8% errors over 30s > max_error_rate 1% over baseline (blue 0.3%), 28 of 1000 requests"

@@ -132,9 +132,10 @@ fn switch_cfg(watch: &str, rules: &str) -> String {
     )
 }
 
-async fn start(green: SocketAddr, watch: &str, rules: &str) -> (Backends, Proxy) {
+/// Demo blue, green from `green` (or the demo green), the proxy, both colors healthy.
+async fn start(green: Option<SocketAddr>, watch: &str, rules: &str) -> (Backends, Proxy) {
     let b = Backends::start().await;
-    let mut s = Setup::new(route(b.blue.addr(), green));
+    let mut s = Setup::new(route(b.blue.addr(), green.unwrap_or(b.green.addr())));
     s.switch = switch_cfg(watch, rules);
     let p = Proxy::start(&s).await;
     p.wait_healthy().await;
@@ -194,7 +195,7 @@ fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn websockets_broken_by_a_client_during_the_watch_do_not_roll_back() {
     let green = raw_green().await;
-    let (_b, p) = start(green, "3s", "max_errors = 3").await;
+    let (_b, p) = start(Some(green), "3s", "max_errors = 3").await;
     let (mut c, mut reply) = switch_green(&p).await;
 
     let frames = [
@@ -249,7 +250,7 @@ async fn websockets_broken_by_a_client_during_the_watch_do_not_roll_back() {
 #[tokio::test]
 async fn a_client_hanging_up_mid_body_of_a_slow_response_does_not_roll_back() {
     let green = raw_green().await;
-    let (_b, p) = start(green, "3s", "max_errors = 1").await;
+    let (_b, p) = start(Some(green), "3s", "max_errors = 1").await;
     let (mut c, mut reply) = switch_green(&p).await;
 
     for _ in 0..3 {
@@ -311,7 +312,7 @@ impl Traffic {
 async fn green_failing_a_fifth_of_requests_rolls_back_by_max_error_rate_over_blues_baseline() {
     let green = raw_green().await;
     let rules = "max_error_rate = \"5%\"\nbaseline = true\nmin_requests = 20";
-    let (_b, p) = start(green, "2s", rules).await;
+    let (_b, p) = start(Some(green), "2s", rules).await;
     // Blue serves a while first, so the baseline has samples: blue never fails.
     let traffic = Traffic::start(&p, |i| if i % 5 == 0 { "/fail" } else { "/" }).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -336,11 +337,7 @@ async fn green_failing_a_fifth_of_requests_rolls_back_by_max_error_rate_over_blu
 
 #[tokio::test]
 async fn green_slower_than_max_p99_rolls_back() {
-    let b = Backends::start().await;
-    let mut s = Setup::new(b.route());
-    s.switch = switch_cfg("2s", "max_p99 = \"100ms\"\nmin_requests = 3");
-    let p = Proxy::start(&s).await;
-    p.wait_healthy().await;
+    let (_b, p) = start(None, "2s", "max_p99 = \"100ms\"\nmin_requests = 3").await;
     let (mut c, mut reply) = switch_green(&p).await;
     let traffic = Traffic::start(&p, |_| "/?sleep_ms=300").await;
     reply.extend(c.read_reply().await);
@@ -356,11 +353,7 @@ async fn green_slower_than_max_p99_rolls_back() {
 
 #[tokio::test]
 async fn a_quiet_window_commits_as_not_enough_traffic_and_says_so() {
-    let b = Backends::start().await;
-    let mut s = Setup::new(b.route());
-    s.switch = switch_cfg("1s", "max_error_rate = \"1%\"\nmin_requests = 50");
-    let p = Proxy::start(&s).await;
-    p.wait_healthy().await;
+    let (_b, p) = start(None, "1s", "max_error_rate = \"1%\"\nmin_requests = 50").await;
     let (mut c, mut reply) = switch_green(&p).await;
     for _ in 0..3 {
         assert_eq!(get(&p.url("/")).await.color(), "green");
@@ -379,11 +372,7 @@ async fn a_quiet_window_commits_as_not_enough_traffic_and_says_so() {
 
 #[tokio::test]
 async fn require_traffic_rolls_back_a_quiet_window() {
-    let b = Backends::start().await;
-    let mut s = Setup::new(b.route());
-    s.switch = switch_cfg("1s", "min_requests = 50\nrequire_traffic = true");
-    let p = Proxy::start(&s).await;
-    p.wait_healthy().await;
+    let (_b, p) = start(None, "1s", "min_requests = 50\nrequire_traffic = true").await;
     let (mut c, mut reply) = switch_green(&p).await;
     reply.extend(c.read_reply().await);
 
