@@ -32,7 +32,7 @@ use crate::app::App;
 use crate::config::{HeaderRule, PreviewConfig};
 use crate::drain::{Open, WsRegistration};
 use crate::edge::{self, Refusal};
-use crate::fault::{classify, Failure, Kind, Origin, Stage};
+use crate::fault::{classify, Failure, Kind, Metric, Origin, Stage};
 use crate::routing::{Backend, Color, Route};
 use crate::wsframe::{close_frame_1012, FrameTracker};
 
@@ -429,11 +429,12 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .map(|r| r.pool(ctx.color).backends.len())
             .unwrap_or(0);
+        // Every failed attempt is on record before any 502 goes out; whether the request
+        // counts against the color is decided once, in logging.
+        let kind = failure_of(&e).kind;
+        self.app.metrics.upstream_error(ctx.color, kind.label());
         if ctx.tries < servers {
             e.set_retry(true);
-            // Only the attempt is lost; the request's final outcome is counted in logging.
-            let kind = failure_of(&e).kind;
-            self.app.metrics.upstream_error(ctx.color, kind.label());
         }
         e
     }
@@ -609,8 +610,8 @@ impl ProxyHttp for Proxy {
             e.retry.decide_reuse(client_reused);
         }
         let failure = failure_of(&e);
-        if e.retry() && failure.origin == Origin::Upstream {
-            // A retried attempt; the request's final outcome is counted in logging.
+        if failure.origin == Origin::Upstream {
+            // On record before the error page goes out (see fail_to_connect).
             self.app
                 .metrics
                 .upstream_error(ctx.color, failure.kind.label());
@@ -637,7 +638,10 @@ impl ProxyHttp for Proxy {
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let fault = classify(stage(ctx), ctx.backend_status, e.map(failure_of));
-        self.app.metrics.record_fault(ctx.color, fault.metric);
+        if fault.metric == Metric::ClientAbort {
+            // Upstream errors were recorded where they happened, attempt by attempt.
+            self.app.metrics.client_abort(ctx.color);
+        }
         if fault.counts {
             stats
                 .errors
