@@ -92,9 +92,11 @@ pub struct WatchView {
     /// Requests and the new color's own faults since the swap.
     pub requests: u64,
     pub errors: u64,
-    /// The rule that judges them, as the config says it (e.g. `max_errors 3`).
+    /// The rules that judge them, as the config says them (e.g. `max_errors 3` or
+    /// `max_error_rate 1% over baseline, min_requests 50`).
     pub rule: String,
-    pub max_errors: u64,
+    /// The error count that rolls back at once; `null` when only rate/p99 rules are set.
+    pub max_errors: Option<u64>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -242,7 +244,7 @@ mod tests {
             errors: 1,
             requests: 1834,
             rule: "max_errors 3".into(),
-            max_errors: 3,
+            max_errors: Some(3),
             drain: Some(DrainInfo {
                 color: Color::Blue,
                 open: OpenCounts {
@@ -279,7 +281,7 @@ mod tests {
         let w = v.watch.expect("watch");
         assert_eq!(
             (w.requests, w.errors, w.rule.as_str(), w.max_errors),
-            (1834, 1, "max_errors 3", 3)
+            (1834, 1, "max_errors 3", Some(3))
         );
         let d = v.drain.expect("drain");
         assert_eq!(
