@@ -197,23 +197,19 @@ impl AdminHttp {
     /// `GET /events` until the client goes away or the process shuts down.
     async fn events(&self, http: &mut ServerSession, shutdown: &ShutdownWatch) -> Option<()> {
         let Some(_slot) = take_slot(&self.streams) else {
-            let body = format!(
-                "too many status page streams open (max {MAX_EVENT_STREAMS}); close some tabs\n"
-            );
-            let h = header(
-                503,
-                "text/plain; charset=utf-8",
-                Some(body.len()),
-                &[("retry-after", "10")],
-            )?;
-            http.set_keepalive(None);
-            http.write_response_header(Box::new(h)).await.ok()?;
-            http.write_response_body(body.into(), true).await.ok()?;
-            return Some(());
+            return unavailable(
+                http,
+                format!("too many status page streams open (max {MAX_EVENT_STREAMS}); close some tabs\n"),
+            )
+            .await;
         };
         // Subscribed before the first snapshot, so nothing between the two is missed.
         let mut feed = self.app.controller.feed.subscribe();
         let mut shutdown = shutdown.clone();
+        if *shutdown.borrow() {
+            // The page retries, and reaches the new process after a restart or an upgrade.
+            return unavailable(http, "switchyard is shutting down\n".into()).await;
+        }
         // `x-accel-buffering: no` keeps an nginx in front from holding events back.
         let h = header(
             200,
@@ -234,27 +230,39 @@ impl AdminHttp {
                     .ok()?;
             }
             chunk = String::new();
-            let snapshot = tokio::select! {
+            tokio::select! {
                 r = feed.recv() => match r {
                     Ok(e) => {
                         chunk.push_str(&sse("progress", &json(&*e)));
                         drain_ready(&mut feed, &mut chunk);
-                        // A line can start or end a phase: follow it with the state it left.
-                        true
                     }
-                    // Fell behind: skip ahead; the snapshot says where things are now.
-                    Err(RecvError::Lagged(_)) => true,
+                    // Fell behind: skip ahead; the snapshot below says where things are now.
+                    Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
                 },
-                _ = tick.tick() => true,
+                _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
-            };
-            if snapshot {
-                chunk.push_str(&sse("snapshot", &Snapshot::of(&self.app).to_json()));
             }
+            // Every wake-up ends with the state as it is now: a line can start or end a
+            // phase, and a page must not wait for the next tick to show it.
+            chunk.push_str(&sse("snapshot", &Snapshot::of(&self.app).to_json()));
+            tick.reset();
         }
         http.write_response_body(Bytes::new(), true).await.ok()
     }
+}
+
+/// A 503 the page's retry loop understands.
+async fn unavailable(http: &mut ServerSession, body: String) -> Option<()> {
+    let h = header(
+        503,
+        "text/plain; charset=utf-8",
+        Some(body.len()),
+        &[("retry-after", "10")],
+    )?;
+    http.set_keepalive(None);
+    http.write_response_header(Box::new(h)).await.ok()?;
+    http.write_response_body(body.into(), true).await.ok()
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
