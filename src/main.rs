@@ -426,6 +426,7 @@ green = ["{green}"]
         r#"
 switchyard demo is running
   front door   http://127.0.0.1:{port}/          (blue app on {blue}, green app on {green})
+  status page  http://127.0.0.1:{metrics_port}/                (live, read-only)
   metrics      http://127.0.0.1:{metrics_port}/metrics
   config       {config}
 

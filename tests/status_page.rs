@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use browser::Browser;
 use common::*;
 use serde_json::Value;
+use switchyard::status::snapshot::{FleetView, MemberView};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -211,6 +212,61 @@ async fn the_page_follows_a_rollback_and_a_switch_in_a_real_browser() {
     assert!(newest(&v).1.contains("0 errors"), "{v:#}");
     assert_eq!(v["history"][1]["result"], "rolled_back", "{v:#}");
     stop.store(true, Ordering::SeqCst);
+
+    // Fleet mode's rows, from the fleet object as status.json documents it (a fleet itself
+    // is not part of this test): rendered in the same script, before a live snapshot lands.
+    let fleet = serde_json::to_value(FleetView {
+        name: "fx-prod".into(),
+        member: "edge-1".into(),
+        epoch: 7,
+        connected: true,
+        detached_since: None,
+        members: vec![
+            MemberView {
+                id: "edge-1".into(),
+                color: "green".into(),
+                epoch: 7,
+                healthy: true,
+                connected: true,
+                last_seen_at: Some(1),
+            },
+            MemberView {
+                id: "edge-2".into(),
+                color: "blue".into(),
+                epoch: 6,
+                healthy: false,
+                connected: false,
+                last_seen_at: None,
+            },
+        ],
+    })
+    .expect("fleet json");
+    let rows = browser
+        .eval_with(
+            "render(Object.assign({}, snap, { fleet: arguments[0] }));
+             return { shown: !document.getElementById('fleet').hidden,
+                      title: document.getElementById('fleet-title').textContent,
+                      rows: [...document.querySelectorAll('#members tr')].map((r) => r.textContent) };",
+            fleet,
+        )
+        .await;
+    assert_eq!(rows["shown"], true, "{rows:#}");
+    assert!(
+        rows["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("fx-prod") && t.contains("epoch 7")),
+        "{rows:#}"
+    );
+    assert!(
+        rows["rows"][0].as_str().is_some_and(|r| r.starts_with("edge-1 (this)green7healthyyes") && r.ends_with("s ago")),
+        "{rows:#}"
+    );
+    assert!(
+        rows["rows"][1]
+            .as_str()
+            .is_some_and(|r| r.starts_with("edge-2blue6unhealthyNOnever")),
+        "{rows:#}"
+    );
 
     // The stream drops with the process and the page reconnects to the new one by itself.
     p.kill();

@@ -155,10 +155,15 @@ impl Browser {
 
     /// Runs `script` (a function body; `return` gives the result) in the page.
     pub async fn eval(&self, script: &str) -> Value {
+        self.eval_with(script, Value::Null).await
+    }
+
+    /// The same with one argument, `arguments[0]` in the script.
+    pub async fn eval_with(&self, script: &str, arg: Value) -> Value {
         self.session_call(
             "POST",
             "execute/sync",
-            Some(json!({"script": script, "args": []})),
+            Some(json!({"script": script, "args": [arg]})),
         )
         .await
     }
