@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::color::Color;
 use crate::config::PreviewConfig;
 use crate::edge::trim_ows;
+use crate::fault::{self, classify, Kind, Metric, Origin, Stage};
 use crate::routing::{Backend, Route};
 
 /// gzip level for `gzip = true` routes: most of level 9's gain at a fraction of its CPU.
@@ -160,37 +161,40 @@ pub fn has_no_transform(v: &[u8]) -> bool {
         .any(|d| trim_ows(d).eq_ignore_ascii_case(b"no-transform"))
 }
 
-/// Why a request failed, classified by where and when, for the watch and the error
-/// counters.
+/// Where an exchange failed, in the data path's words; fault.rs decides what that means for
+/// the color (with the stage the exchange had reached and the backend's status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// No connection to any server of the color.
     Connect,
-    /// The backend sent something that is not HTTP, or bad framing, before its head reached
-    /// the client.
+    /// The backend sent something that is not HTTP, or broke its body's framing.
     Protocol,
-    /// The backend closed or reset before the response head reached the client.
-    ResetBeforeHead,
-    /// The backend closed, reset or broke framing after the head reached the client.
-    ResetAfterHead,
-    /// The client went away or broke its own framing: never the color's fault.
-    Client,
+    /// The backend closed or reset the connection.
+    Reset,
+    /// The client hung up or reset.
+    ClientGone,
+    /// The client stopped sending its body.
+    ClientStalled,
+    /// The client broke its own body's framing (answered 400).
+    ClientProtocol,
 }
 
 impl Failure {
-    /// The `kind` label of `switchyard_upstream_errors_total`; `None` for client faults.
-    pub fn kind(self) -> Option<&'static str> {
-        match self {
-            Failure::Connect => Some("connect"),
-            Failure::Protocol => Some("protocol"),
-            Failure::ResetBeforeHead | Failure::ResetAfterHead => Some("reset"),
-            Failure::Client => None,
-        }
+    pub fn fault(self) -> fault::Failure {
+        let (origin, kind) = match self {
+            Failure::Connect => (Origin::Upstream, Kind::Connect),
+            Failure::Protocol => (Origin::Upstream, Kind::Protocol),
+            Failure::Reset => (Origin::Upstream, Kind::Reset),
+            Failure::ClientGone => (Origin::Client, Kind::Reset),
+            Failure::ClientStalled => (Origin::Client, Kind::Timeout),
+            Failure::ClientProtocol => (Origin::Client, Kind::Protocol),
+        };
+        fault::Failure { origin, kind }
     }
 
-    /// Whether the failure counts against the color in the watch window.
-    pub fn counts_against_color(self) -> bool {
-        !matches!(self, Failure::Client)
+    /// The backend's fault, as far as the metrics go (`switchyard_upstream_errors_total`).
+    pub fn is_upstream(self) -> bool {
+        self.fault().origin == Origin::Upstream
     }
 }
 
@@ -200,6 +204,10 @@ pub struct Finished<'a> {
     pub color: Color,
     /// The status the client got; 0 when it got none.
     pub status: u16,
+    /// The status of the backend's response head; 0 when none arrived (switchyard's own
+    /// answers are not a backend status).
+    pub backend_status: u16,
+    pub stage: Stage,
     pub failure: Option<Failure>,
     pub elapsed: Duration,
     pub bytes: u64,
@@ -209,20 +217,12 @@ pub struct Finished<'a> {
     pub backend: Option<&'a Backend>,
 }
 
-/// Records a finished request: the access log line (when on), the route's series, the
-/// color's watch counters and, for a backend's fault, the upstream error counter.
+/// Records a finished request: the access log line (when on), the route's series and the
+/// color's watch counters, as fault.rs classifies the exchange. Upstream errors are on record
+/// already, where they happened (before any error page went out).
 pub fn finish(app: &App, f: &Finished<'_>) {
     if app.cfg.access_log.is_some() {
         log_access(f);
-    }
-    // Connect failures are counted per attempt where they happen (a retry on another
-    // server may still succeed); the others once per request here.
-    if let Some(kind) = f
-        .failure
-        .filter(|x| *x != Failure::Connect)
-        .and_then(Failure::kind)
-    {
-        app.metrics.upstream_error(f.color, kind);
     }
     let Some(route) = f.route else {
         return;
@@ -230,8 +230,11 @@ pub fn finish(app: &App, f: &Finished<'_>) {
     route.stats.record(f.color, f.status, f.elapsed);
     let stats = app.metrics.color_stats(f.color);
     stats.requests.fetch_add(1, Ordering::Relaxed);
-    let color_fault = f.failure.is_some_and(Failure::counts_against_color);
-    if f.status >= 500 || color_fault {
+    let fault = classify(f.stage, f.backend_status, f.failure.map(Failure::fault));
+    if fault.metric == Metric::ClientAbort {
+        app.metrics.client_abort(f.color);
+    }
+    if fault.counts {
         stats.errors.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -371,10 +374,27 @@ mod tests {
     }
 
     #[test]
-    fn client_faults_never_count_against_a_color() {
-        assert!(!Failure::Client.counts_against_color());
-        assert_eq!(Failure::Client.kind(), None);
-        assert_eq!(Failure::Connect.kind(), Some("connect"));
-        assert!(Failure::ResetBeforeHead.counts_against_color());
+    fn failures_map_onto_fault_origins() {
+        for f in [
+            Failure::ClientGone,
+            Failure::ClientStalled,
+            Failure::ClientProtocol,
+        ] {
+            assert!(!f.is_upstream(), "{f:?}");
+            let c = classify(Stage::BeforeHead, 0, Some(f.fault()));
+            assert!(!c.counts, "{f:?} never counts against the color");
+        }
+        for f in [Failure::Connect, Failure::Protocol, Failure::Reset] {
+            assert!(f.is_upstream());
+            assert!(
+                classify(Stage::BeforeHead, 0, Some(f.fault())).counts,
+                "{f:?}"
+            );
+            assert!(
+                !classify(Stage::AfterHead, 200, Some(f.fault())).counts,
+                "{f:?}"
+            );
+        }
+        assert_eq!(Failure::Connect.fault().kind.label(), "connect");
     }
 }

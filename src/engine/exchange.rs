@@ -22,6 +22,7 @@ use super::{pool, relay, Conn, Next};
 use crate::app::App;
 use crate::color::Color;
 use crate::edge::Refusal;
+use crate::fault::Stage;
 use crate::request::{self, Failure, Finished, ResponseFacts};
 use crate::routing::{Backend, Route};
 use crate::wsframe::FrameTracker;
@@ -174,6 +175,8 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
             route: None,
             color: conn.app.router.active(),
             status: if sent { a.status } else { 0 },
+            backend_status: 0,
+            stage: Stage::BeforeHead,
             failure: None,
             elapsed: started.elapsed(),
             bytes: a.body.len() as u64,
@@ -196,8 +199,28 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
 #[derive(Default)]
 struct Outcome {
     status: u16,
+    /// The backend's final (or 101) status, once its head arrived.
+    backend_status: u16,
     bytes: u64,
     failure: Option<Failure>,
+}
+
+impl Outcome {
+    fn stage(&self) -> Stage {
+        match self.backend_status {
+            0 => Stage::BeforeHead,
+            101 => Stage::Upgraded,
+            _ => Stage::AfterHead,
+        }
+    }
+
+    /// Names the failure; a backend's is on record at once, before any error page goes out.
+    fn fail(&mut self, app: &App, color: Color, f: Failure) {
+        if f.is_upstream() && f != Failure::Connect {
+            app.metrics.upstream_error(color, f.fault().kind.label());
+        }
+        self.failure = Some(f);
+    }
 }
 
 /// Forwards one request and its response; accounts for it at the end.
@@ -216,6 +239,8 @@ pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan) -> Next {
             route: Some(&plan.route),
             color: plan.color,
             status: o.status,
+            backend_status: o.backend_status,
+            stage: o.stage(),
             failure: o.failure,
             elapsed: started.elapsed(),
             bytes: o.bytes,
@@ -257,7 +282,7 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
     let consumed = match body.feed(&conn.rbuf[start..conn.rlen], &mut |_| {}) {
         Ok(n) => n,
         Err(_) => {
-            o.failure = Some(Failure::Client);
+            o.failure = Some(Failure::ClientProtocol);
             if conn.send_refusal(BAD_CHUNK).await {
                 o.status = 400;
                 conn.linger().await;
@@ -303,7 +328,7 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
                 continue;
             }
             tracing::debug!(server = %plan.backend.addr, "sending the request failed: {e}");
-            o.failure = Some(Failure::ResetBeforeHead);
+            o.fail(app, plan.color, Failure::Reset);
             return error_page(conn, plan, o, &body).await;
         }
         let mut ubuf = pool::buffer(size);
@@ -326,10 +351,10 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
                 continue;
             }
             Respond::DeadBeforeAnyByte => {
-                o.failure = Some(Failure::ResetBeforeHead);
+                o.fail(app, plan.color, Failure::Reset);
                 return error_page(conn, plan, o, &body).await;
             }
-            Respond::Upgraded => return upgraded(conn, plan, &mut up).await,
+            Respond::Upgraded => return upgraded(conn, plan, o, &mut up).await,
         }
     }
 }
@@ -370,7 +395,7 @@ async fn respond(
                         && (conn.client.write_all(&ubuf[..n]).await.is_err()
                             || conn.client.flush().await.is_err())
                     {
-                        o.failure = Some(Failure::Client);
+                        o.failure = Some(Failure::ClientGone);
                         return done(Next::Close);
                     }
                     ubuf.copy_within(n..ulen, 0);
@@ -379,13 +404,13 @@ async fn respond(
                 }
                 Parsed::Bad(e) => {
                     tracing::debug!(server = %plan.backend.addr, "{e}");
-                    o.failure = Some(Failure::Protocol);
+                    o.fail(conn.app, plan.color, Failure::Protocol);
                     return done(error_page(conn, plan, o, body).await);
                 }
                 Parsed::Final(h) => break h,
             }
             if ulen == ubuf.len() {
-                o.failure = Some(Failure::Protocol);
+                o.fail(conn.app, plan.color, Failure::Protocol);
                 return done(error_page(conn, plan, o, body).await);
             }
         }
@@ -397,14 +422,14 @@ async fn respond(
         tokio::select! {
             // An async block: no timer is even created unless a body is being sent.
             _ = async { tokio::time::sleep_until(body_deadline).await }, if sending => {
-                o.failure = Some(Failure::Client);
+                o.failure = Some(Failure::ClientStalled);
                 return done(Next::Close);
             },
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => ulen += n,
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
-                    o.failure = Some(Failure::ResetBeforeHead);
+                    o.fail(conn.app, plan.color, Failure::Reset);
                     return done(error_page(conn, plan, o, body).await);
                 }
             },
@@ -413,8 +438,8 @@ async fn respond(
                     conn.rlen += n;
                     body_deadline = tokio::time::Instant::now() + body_stall;
                     if let Err(f) = send_body(conn, body, up).await {
-                        o.failure = Some(f);
-                        if f == Failure::Client {
+                        o.fail(conn.app, plan.color, f);
+                        if f == Failure::ClientProtocol {
                             if conn.send_refusal(BAD_CHUNK).await {
                                 o.status = 400;
                                 conn.linger().await;
@@ -426,7 +451,7 @@ async fn respond(
                 }
                 _ => {
                     // The client left in the middle of its body.
-                    o.failure = Some(Failure::Client);
+                    o.failure = Some(Failure::ClientGone);
                     return done(Next::Close);
                 }
             },
@@ -462,11 +487,11 @@ async fn send_body(
 ) -> Result<(), Failure> {
     let n = body
         .feed(&conn.rbuf[..conn.rlen], &mut |_| {})
-        .map_err(|_| Failure::Client)?;
+        .map_err(|_| Failure::ClientProtocol)?;
     if n > 0 {
         up.write_all(&conn.rbuf[..n])
             .await
-            .map_err(|_| Failure::ResetBeforeHead)?;
+            .map_err(|_| Failure::Reset)?;
         conn.consume(n);
     }
     Ok(())
@@ -530,6 +555,7 @@ fn final_head(
     };
     response::write_client(&r, &side, &mut plan.out);
     o.status = r.status;
+    o.backend_status = r.status;
     Parsed::Final(FinalHead {
         status: r.status,
         len: r.head_len,
@@ -572,7 +598,7 @@ async fn send_response(
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!(server = %plan.backend.addr, "bad response body framing: {e}");
-                o.failure = Some(Failure::Protocol);
+                o.fail(conn.app, plan.color, Failure::Protocol);
                 if !head_sent {
                     plan.out.clear();
                     return done(error_page(conn, plan, o, body).await);
@@ -590,7 +616,7 @@ async fn send_response(
         if !plan.out.is_empty() {
             let w = conn.client.write_all(&plan.out).await;
             if w.is_err() || conn.client.flush().await.is_err() {
-                o.failure = Some(Failure::Client);
+                o.failure = Some(Failure::ClientGone);
                 if !head_sent {
                     o.status = 0;
                 }
@@ -628,7 +654,7 @@ async fn send_response(
                     conn.close_after_response().await;
                     return done(Next::Close);
                 }
-                o.failure = Some(Failure::ResetAfterHead);
+                o.fail(conn.app, plan.color, Failure::Reset);
                 return done(Next::Close);
             }
         }
@@ -660,7 +686,12 @@ async fn error_page(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome, body:
 }
 
 /// After a 101: registers the WebSocket, relays it until it ends, and closes.
-async fn upgraded(conn: &mut Conn<'_>, plan: &mut Plan, up: &mut TcpStream) -> Next {
+async fn upgraded(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    up: &mut TcpStream,
+) -> Next {
     let app = conn.app;
     let frames = plan.frames.take().unwrap_or_default();
     if conn.client.write_all(&plan.out).await.is_err() || conn.client.flush().await.is_err() {
@@ -680,5 +711,10 @@ async fn upgraded(conn: &mut Conn<'_>, plan: &mut Plan, up: &mut TcpStream) -> N
     let size = conn.engine.buf_size;
     let ended = relay::relay(&mut conn.client, up, &reg.handle, frames, size).await;
     tracing::debug!(?ended, color = %plan.color, "websocket ended");
+    match ended {
+        relay::Ended::UpstreamFailed => o.fail(app, plan.color, Failure::Reset),
+        relay::Ended::ClientFailed => o.failure = Some(Failure::ClientGone),
+        relay::Ended::Closed | relay::Ended::HandedOver => {}
+    }
     Next::Close
 }

@@ -10,8 +10,9 @@
 //! routes), then either loop, or relay an upgrade (relay.rs). Between requests the
 //! connection holds no buffer and waits at most `idle_timeout`, or until shutdown.
 //!
-//! Failures are classified by where and when they happen ([`Failure`]); what counts against
-//! a color is request.rs's decision. The engine decides nothing about switches.
+//! Failures are named where they happen (`request::Failure`), and backend errors are on
+//! record there; whether an exchange counts against its color is fault.rs's decision, made
+//! once per exchange in `request::finish`. The engine decides nothing about switches.
 
 pub mod framing;
 pub mod gzip;
@@ -206,6 +207,8 @@ impl<'e> Conn<'e> {
                 route: None,
                 color: self.app.router.active(),
                 status: if sent { r.status() } else { 0 },
+                backend_status: 0,
+                stage: crate::fault::Stage::BeforeHead,
                 failure: None,
                 elapsed: started.elapsed(),
                 bytes: 0,

@@ -54,8 +54,12 @@ where
 /// How an upgraded connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// One side closed (or failed); the other was closed after it.
+    /// One side closed; the other was closed after it.
     Closed,
+    /// The backend's socket failed (reset): on record, never against the color after a 101.
+    UpstreamFailed,
+    /// The client's socket failed.
+    ClientFailed,
     /// Handed over with a 1012 close frame.
     HandedOver,
 }
@@ -80,7 +84,8 @@ pub async fn relay(
                     let w = up.write_all(&b[..n]).await;
                     pool::give_back(b);
                     if w.is_err() {
-                        return Ended::Closed;
+                        shut(client).await;
+                        return Ended::UpstreamFailed;
                     }
                 }
                 Ok((b, _)) => {
@@ -88,7 +93,7 @@ pub async fn relay(
                     let _ = up.shutdown().await;
                     return Ended::Closed;
                 }
-                Err(_) => return Ended::Closed,
+                Err(_) => return Ended::ClientFailed,
             },
             r = read_lent(up, size) => match r {
                 Ok((b, n)) if n > 0 => {
@@ -105,7 +110,7 @@ pub async fn relay(
                     let w = client.write_all(data).await;
                     pool::give_back(b);
                     if w.is_err() || client.flush().await.is_err() {
-                        return Ended::Closed;
+                        return Ended::ClientFailed;
                     }
                 }
                 Ok((b, _)) => {
@@ -115,7 +120,7 @@ pub async fn relay(
                 }
                 Err(_) => {
                     shut(client).await;
-                    return Ended::Closed;
+                    return Ended::UpstreamFailed;
                 }
             },
         }
