@@ -15,8 +15,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::app::App;
+use crate::color::Color;
 use crate::metrics::Metrics;
-use crate::routing::Color;
 use crate::sync::lock;
 use crate::verdict::Counts;
 

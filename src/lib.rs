@@ -11,7 +11,8 @@
 //! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
 //! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
-//! - [`switch`]: the pure switch state machine; [`controller`] drives it
+//! - [`switch`]: the pure switch state machine; [`controller`] drives it and fills
+//!   [`switch_state`], the running switch's record
 //! - [`fault`]: whose fault a failed exchange was (what the watch may count)
 //! - [`verdict`]: the watch's rules (error count, error rate over a baseline, p99, traffic)
 //! - [`history`]: per-second samples of each color's counts, for the baseline
@@ -51,6 +52,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod switch;
+pub mod switch_state;
 pub mod sync;
 pub mod tls;
 pub mod verdict;
