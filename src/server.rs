@@ -27,7 +27,7 @@ use crate::color::Color;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::health::HealthChecker;
-use crate::history::Sampler;
+use crate::history;
 use crate::state::{self, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +235,25 @@ impl BackgroundService for Shutdown {
                 std::process::exit(0);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The background task that takes one sample of each color's counts a second (history.rs).
+struct Sampler {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for Sampler {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(history::EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.app.history.push(history::Sample::now(&self.app.metrics)),
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }
