@@ -128,7 +128,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         tls: conn.tls,
         strip: preview.map(|p| p.header.as_str()),
     };
-    let mut out = pool::buffer(0);
+    let mut out = pool::scratch();
     let host_line = head::write_upstream(&req, &fwd, backend.addr, &mut out);
     let gzip = d.route.gzip
         && request::accepts_gzip(
@@ -164,10 +164,10 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
     let started = Instant::now();
     conn.app.metrics.refused("no_route");
     let close = a.has_body || !a.keep_alive || conn.leaving();
-    let mut out = pool::buffer(0);
+    let mut out = pool::scratch();
     response::write_own(&mut out, a.status, a.body, &conn.app.cfg.headers, close);
     let sent = conn.client.write_all(&out).await.is_ok() && conn.client.flush().await.is_ok();
-    pool::give_back(out);
+    pool::give_back_scratch(out);
     conn.consume(a.head_len);
     request::finish(
         conn.app,
@@ -250,7 +250,7 @@ pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan) -> Next {
             backend: Some(&plan.backend),
         },
     );
-    pool::give_back(std::mem::take(&mut plan.out));
+    pool::give_back_scratch(std::mem::take(&mut plan.out));
     next
 }
 

@@ -443,8 +443,27 @@ impl std::fmt::Write for Bytes<'_> {
     }
 }
 
+/// Writes an address as text; IPv4 without the formatting machinery (it is on every request).
 pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    let _ = write!(Bytes(out), "{ip}");
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if o >= 100 {
+                    out.push(b'0' + o / 100);
+                }
+                if o >= 10 {
+                    out.push(b'0' + o / 10 % 10);
+                }
+                out.push(b'0' + o % 10);
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(Bytes(out), "{ip}");
+        }
+    }
 }
 
 pub fn write_addr(out: &mut Vec<u8>, a: SocketAddr) {
@@ -613,6 +632,22 @@ mod tests {
         .expect("complete");
         assert!(up.contains("\r\nUpgrade: websocket\r\n"), "{up}");
         assert!(up.ends_with("Connection: upgrade\r\n\r\n"), "{up}");
+    }
+
+    #[test]
+    fn addresses_are_written_as_text() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.30.4",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let mut out = Vec::new();
+            write_ip(&mut out, ip.parse().expect("ip"));
+            assert_eq!(String::from_utf8_lossy(&out), ip);
+        }
     }
 
     #[test]

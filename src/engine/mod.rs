@@ -231,11 +231,11 @@ impl<'e> Conn<'e> {
             "refused a request"
         );
         self.app.metrics.refused(r.label());
-        let mut out = pool::buffer(0);
+        let mut out = pool::scratch();
         let body = format!("switchyard: {}\n", r.reason());
         response::write_own(&mut out, r.status(), &body, &self.app.cfg.headers, true);
         let sent = self.client.write_all(&out).await.is_ok() && self.client.flush().await.is_ok();
-        pool::give_back(out);
+        pool::give_back_scratch(out);
         sent
     }
 

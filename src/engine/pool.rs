@@ -38,7 +38,10 @@ struct Key {
 #[derive(Default)]
 struct Pools {
     upstream: Vec<Key>,
+    /// Read buffers, each as long as it was lent (never shrunk, so never zeroed again).
     buffers: Vec<Vec<u8>>,
+    /// Write buffers, empty, with the capacity they grew to.
+    scratch: Vec<Vec<u8>>,
 }
 
 thread_local! {
@@ -114,24 +117,47 @@ pub fn idle_count() -> usize {
     POOLS.with(|p| p.borrow().upstream.iter().map(|k| k.idle.len()).sum())
 }
 
-/// Lends a buffer of at least `size` bytes (length `size`, contents unspecified).
+/// Lends a read buffer of `size` bytes (contents unspecified). Every read buffer of a
+/// process has the same size, so a reused one is taken as it is: zeroed once, when it was
+/// first allocated.
 pub fn buffer(size: usize) -> Vec<u8> {
     let reused = POOLS.with(|p| p.borrow_mut().buffers.pop());
     match reused {
         Some(mut b) => {
-            b.resize(size, 0);
+            if b.len() != size {
+                b.resize(size, 0);
+            }
             b
         }
         None => vec![0; size],
     }
 }
 
-/// Gives a buffer back for the next read on this worker.
+/// Gives a read buffer back for the next read on this worker.
 pub fn give_back(b: Vec<u8>) {
     POOLS.with(|p| {
         let mut p = p.borrow_mut();
-        if p.buffers.len() < MAX_FREE_BUFFERS {
+        if p.buffers.len() < MAX_FREE_BUFFERS && !b.is_empty() {
             p.buffers.push(b);
+        }
+    })
+}
+
+/// Lends an empty write buffer (a head being written), with the capacity an earlier one
+/// grew to.
+pub fn scratch() -> Vec<u8> {
+    POOLS
+        .with(|p| p.borrow_mut().scratch.pop())
+        .unwrap_or_default()
+}
+
+/// Gives a write buffer back, emptied.
+pub fn give_back_scratch(mut b: Vec<u8>) {
+    b.clear();
+    POOLS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.scratch.len() < MAX_FREE_BUFFERS && b.capacity() > 0 {
+            p.scratch.push(b);
         }
     })
 }
@@ -183,7 +209,13 @@ mod tests {
         assert_eq!(b.len(), 100);
         let p = b.as_ptr();
         give_back(b);
-        let again = buffer(50);
-        assert_eq!((again.as_ptr(), again.len()), (p, 50));
+        let again = buffer(100);
+        assert_eq!((again.as_ptr(), again.len()), (p, 100));
+        let mut w = scratch();
+        w.extend_from_slice(b"head");
+        let (wp, cap) = (w.as_ptr(), w.capacity());
+        give_back_scratch(w);
+        let w = scratch();
+        assert_eq!((w.as_ptr(), w.capacity(), w.len()), (wp, cap, 0));
     }
 }

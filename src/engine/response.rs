@@ -34,6 +34,9 @@ pub struct Response<'b, 'h> {
     pub headers: &'h [httparse::Header<'b>],
     /// The backend closes after this response (or never said it keeps the connection).
     pub close: bool,
+    /// `Connection` names other fields (hop-by-hop ones to drop): rare, so the per-field
+    /// check only runs then.
+    names_fields: bool,
 }
 
 impl Response<'_, '_> {
@@ -91,14 +94,19 @@ pub fn parse<'b, 'h>(
         framing: Framing::Empty,
         headers,
         close: minor == 0,
+        names_fields: false,
     };
     for h in r.headers {
         if h.name.eq_ignore_ascii_case("connection") {
             for o in h.value.split(|&c| c == b',').map(trim_ows) {
                 if o.eq_ignore_ascii_case(b"close") {
                     r.close = true;
-                } else if o.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    r.close = false;
+                } else if o.eq_ignore_ascii_case(b"keep-alive") {
+                    if minor == 0 {
+                        r.close = false;
+                    }
+                } else if !o.is_empty() && !o.eq_ignore_ascii_case(b"upgrade") {
+                    r.names_fields = true;
                 }
             }
         }
@@ -242,9 +250,10 @@ pub fn ends_connection(r: &Response<'_, '_>, mode: Out) -> bool {
 }
 
 fn named_in_connection(r: &Response<'_, '_>, name: &str) -> bool {
-    r.headers_named("connection")
-        .flat_map(|v| v.split(|&c| c == b','))
-        .any(|o| trim_ows(o).eq_ignore_ascii_case(name.as_bytes()))
+    r.names_fields
+        && r.headers_named("connection")
+            .flat_map(|v| v.split(|&c| c == b','))
+            .any(|o| trim_ows(o).eq_ignore_ascii_case(name.as_bytes()))
 }
 
 fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
