@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::framing::{Body, Framing};
 use super::gzip::Gzip;
-use super::head::{self, Forwarding, MAX_HEADERS};
+use super::head::{self, Forwarding};
 use super::response::{self, ClientSide, Out};
 use super::{pool, relay, Conn, Next};
 use crate::app::App;
@@ -98,7 +98,7 @@ pub(crate) struct Plan {
 pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
     let app = conn.app;
     let limits = app.cfg.limits;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = head::fields();
     let req = match head::parse(
         &conn.rbuf[..conn.rlen],
         &mut headers,
@@ -523,7 +523,7 @@ fn final_head(
     body: &Body,
     buf: &[u8],
 ) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = head::fields();
     let r = match response::parse(buf, &mut headers, plan.is_head, plan.upgrade) {
         Ok(None) => return Parsed::Incomplete,
         Err(e) => return Parsed::Bad(e),

@@ -7,7 +7,7 @@
 //! are framing.rs's and mod.rs's.
 
 use super::framing::Framing;
-use super::head::{is_hop_by_hop, parse_length, MAX_HEADERS};
+use super::head::{is_hop_by_hop, parse_length, Fields};
 use crate::config::HeaderRule;
 use crate::edge::trim_ows;
 
@@ -63,12 +63,17 @@ impl Response<'_, '_> {
 /// whether the request was HEAD, `upgrade` whether it asked to switch protocols.
 pub fn parse<'b, 'h>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut Fields<'b>,
     head: bool,
     upgrade: bool,
 ) -> Result<Option<Response<'b, 'h>>, BadResponse> {
-    let mut resp = httparse::Response::new(&mut headers[..]);
-    let head_len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers[..],
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(BadResponse::TooLarge(MAX_HEAD))
@@ -309,10 +314,8 @@ fn reason(status: u16) -> &'static str {
 mod tests {
     use super::*;
 
-    const EMPTY: httparse::Header<'static> = httparse::EMPTY_HEADER;
-
     fn framing_of(raw: &[u8], head: bool) -> Result<Option<Framing>, BadResponse> {
-        let mut h = [EMPTY; MAX_HEADERS];
+        let mut h = super::super::head::fields();
         parse(raw, &mut h, head, false).map(|r| r.map(|r| r.framing))
     }
 
@@ -384,7 +387,7 @@ mod tests {
     }
 
     fn client_head(raw: &[u8], side: ClientSide<'_>) -> (String, Out) {
-        let mut h = [EMPTY; MAX_HEADERS];
+        let mut h = super::super::head::fields();
         let r = parse(raw, &mut h, false, true)
             .expect("valid")
             .expect("complete");
