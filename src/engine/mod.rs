@@ -23,7 +23,9 @@ pub mod response;
 
 mod exchange;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +35,7 @@ use pingora::apps::ServerApp;
 use pingora::protocols::{Shutdown, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::app::App;
 use crate::drain::Open;
@@ -131,8 +133,19 @@ impl<'e> Conn<'e> {
         let limits = self.app.cfg.limits;
         // The first head must be complete within header_timeout of the accept.
         let mut deadline = Instant::now() + limits.header_timeout;
+        // One timer and one shutdown waiter for the connection's whole life, re-armed per
+        // wait: creating them per request cost more than the rest of the wait.
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        let mut rx = self.shutdown.clone();
+        let shutdown = async move { wait_shutdown(&mut rx).await };
+        tokio::pin!(shutdown);
         loop {
-            if self.rlen == 0 && wait_for_request(&mut deadline, self).await.is_none() {
+            if self.rlen == 0
+                && wait_for_request(&mut deadline, self, timer.as_mut(), shutdown.as_mut())
+                    .await
+                    .is_none()
+            {
                 return;
             }
             match exchange::prepare(self) {
@@ -142,10 +155,15 @@ impl<'e> Conn<'e> {
                         // that long is refused by the parser. Close rather than spin.
                         return;
                     }
-                    match tokio::time::timeout_at(deadline, self.read_more()).await {
-                        Ok(Ok(n)) if n > 0 => continue,
-                        // The client closed or failed mid-head, or was too slow.
-                        _ => return,
+                    timer.as_mut().reset(deadline);
+                    tokio::select! {
+                        r = self.read_more() => match r {
+                            Ok(n) if n > 0 => continue,
+                            // The client closed or failed mid-head.
+                            _ => return,
+                        },
+                        // Too slow (slowloris).
+                        _ = timer.as_mut() => return,
                     }
                 }
                 exchange::Step::Refuse(r) => {
@@ -279,7 +297,12 @@ impl<'e> Conn<'e> {
 /// first request until `deadline` (header_timeout from the accept), later at most
 /// `idle_timeout`; never past a shutdown. `None`: close the connection. On a byte, the head
 /// deadline starts.
-async fn wait_for_request(deadline: &mut Instant, conn: &mut Conn<'_>) -> Option<()> {
+async fn wait_for_request(
+    deadline: &mut Instant,
+    conn: &mut Conn<'_>,
+    mut timer: Pin<&mut Sleep>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<()> {
     let limits = conn.app.cfg.limits;
     let until = if conn.served == 0 {
         *deadline
@@ -287,16 +310,15 @@ async fn wait_for_request(deadline: &mut Instant, conn: &mut Conn<'_>) -> Option
         Instant::now() + limits.idle_timeout
     };
     conn.release();
-    let mut shutdown = conn.shutdown.clone();
+    timer.as_mut().reset(until);
     let size = conn.engine.buf_size;
-    let read = async {
-        tokio::select! {
-            r = relay::read_lent(&mut conn.client, size) => r.ok(),
-            _ = wait_shutdown(&mut shutdown) => None,
-        }
+    let read = tokio::select! {
+        r = relay::read_lent(&mut conn.client, size) => r.ok(),
+        _ = shutdown => None,
+        _ = timer => None,
     };
-    match tokio::time::timeout_at(until, read).await {
-        Ok(Some((b, n))) if n > 0 => {
+    match read {
+        Some((b, n)) if n > 0 => {
             conn.rbuf = b;
             conn.rlen = n;
             if conn.served > 0 {
@@ -304,11 +326,11 @@ async fn wait_for_request(deadline: &mut Instant, conn: &mut Conn<'_>) -> Option
             }
             Some(())
         }
-        Ok(Some((b, _))) => {
+        Some((b, _)) => {
             pool::give_back(b);
             None
         }
-        _ => None,
+        None => None,
     }
 }
 
