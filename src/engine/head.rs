@@ -21,6 +21,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
+use super::field::Field;
 use super::framing::Framing;
 use crate::edge::{has_bare_lf, trim_ows, Refusal};
 
@@ -89,26 +90,12 @@ impl Request<'_, '_> {
 
     /// Whether a field is hop-by-hop here: the standard ones and those the client named in
     /// `Connection`.
-    fn hop_by_hop(&self, name: &str) -> bool {
-        is_hop_by_hop(name)
+    fn hop_by_hop(&self, f: Field, name: &str) -> bool {
+        f.is_hop_by_hop()
             || self.options[..self.n_options]
                 .iter()
                 .any(|o| o.eq_ignore_ascii_case(name.as_bytes()))
     }
-}
-
-/// Fields that belong to one connection and never pass a proxy as they are.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "upgrade",
-        "http2-settings",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Parses the head at the start of `buf`; `Ok(None)` while it is incomplete.
@@ -234,8 +221,8 @@ fn check_fields(r: &mut Request<'_, '_>) -> Result<(), Refusal> {
     let mut te = None;
     let mut cl: Option<&[u8]> = None;
     for h in r.headers {
-        let n = h.name;
-        if n.eq_ignore_ascii_case("host") {
+        let f = Field::of(h.name);
+        if f == Field::Host {
             if host.is_some() {
                 return Err(Refusal::BadRequest("two Host fields"));
             }
@@ -243,23 +230,23 @@ fn check_fields(r: &mut Request<'_, '_>) -> Result<(), Refusal> {
                 std::str::from_utf8(h.value)
                     .map_err(|_| Refusal::BadRequest("Host is not ASCII"))?,
             );
-        } else if n.eq_ignore_ascii_case("transfer-encoding") {
+        } else if f == Field::TransferEncoding {
             if te.is_some() {
                 return Err(Refusal::BadRequest(
                     "Transfer-Encoding must be exactly \"chunked\"",
                 ));
             }
             te = Some(h.value);
-        } else if n.eq_ignore_ascii_case("content-length") {
+        } else if f == Field::ContentLength {
             if cl.is_some() {
                 return Err(Refusal::BadRequest(
                     "Content-Length must be one plain number",
                 ));
             }
             cl = Some(h.value);
-        } else if n.eq_ignore_ascii_case("connection") {
+        } else if f == Field::Connection {
             connection_options(r, h.value)?;
-        } else if n.eq_ignore_ascii_case("expect") {
+        } else if f == Field::Expect {
             r.expect_continue = trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
         }
     }
@@ -365,16 +352,14 @@ pub fn write_upstream(
     let mut xff_prev = false;
     for h in r.headers {
         let n = h.name;
-        if r.hop_by_hop(n) && !(r.upgrade && n.eq_ignore_ascii_case("upgrade")) {
-            continue;
-        }
-        if n.eq_ignore_ascii_case("x-forwarded-proto")
-            || fwd.strip.is_some_and(|s| n.eq_ignore_ascii_case(s))
-            || (r.authority.is_some() && n.eq_ignore_ascii_case("host"))
-        {
-            continue;
-        }
-        if n.eq_ignore_ascii_case("x-forwarded-for") {
+        let f = Field::of(n);
+        let skip = match f {
+            Field::Upgrade => !r.upgrade,
+            Field::XForwardedProto | Field::XForwardedFor => true,
+            Field::Host => r.authority.is_some(),
+            _ => r.hop_by_hop(f, n),
+        };
+        if skip || fwd.strip.is_some_and(|s| n.eq_ignore_ascii_case(s)) {
             continue;
         }
         line(out, n.as_bytes(), h.value);
@@ -393,7 +378,7 @@ pub fn write_upstream(
     let prev = r
         .headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+        .filter(|h| Field::of(h.name) == Field::XForwardedFor);
     for h in prev {
         out.extend_from_slice(if xff_prev {
             b", "

@@ -6,8 +6,9 @@
 //! a writer into a reused buffer. Whether to gzip is request.rs's decision; the body bytes
 //! are framing.rs's and mod.rs's.
 
+use super::field::Field;
 use super::framing::Framing;
-use super::head::{is_hop_by_hop, parse_length, Fields};
+use super::head::{parse_length, Fields};
 use crate::config::HeaderRule;
 use crate::edge::trim_ows;
 
@@ -102,7 +103,7 @@ pub fn parse<'b, 'h>(
         names_fields: false,
     };
     for h in r.headers {
-        if h.name.eq_ignore_ascii_case("connection") {
+        if Field::of(h.name) == Field::Connection {
             for o in h.value.split(|&c| c == b',').map(trim_ows) {
                 if o.eq_ignore_ascii_case(b"close") {
                     r.close = true;
@@ -201,13 +202,16 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
     let upgrade = r.status == 101;
     for h in r.headers {
         let n = h.name;
-        let framing_field =
-            n.eq_ignore_ascii_case("transfer-encoding") || n.eq_ignore_ascii_case("content-length");
-        let kept_upgrade = upgrade && n.eq_ignore_ascii_case("upgrade");
-        if ((is_hop_by_hop(n) || named_in_connection(r, n)) && !kept_upgrade)
-            || (framing_field && mode != Out::Pass)
-            || (n.eq_ignore_ascii_case("content-length") && r.framing == Framing::Chunked)
-            || (gzip && n.eq_ignore_ascii_case("vary"))
+        let f = Field::of(n);
+        let skip = match f {
+            Field::Upgrade => !upgrade,
+            Field::TransferEncoding => mode != Out::Pass,
+            Field::ContentLength => mode != Out::Pass || r.framing == Framing::Chunked,
+            Field::Vary => gzip,
+            _ => f.is_hop_by_hop(),
+        };
+        if skip
+            || named_in_connection(r, n)
             || side
                 .rules
                 .iter()
