@@ -138,7 +138,7 @@ path-exclude /usr/share/man/*
 EOF
   find "$r/usr/share/doc" -mindepth 1 -not -type d -not -name copyright -delete
   find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
-  rm -rf "$r"/usr/share/{groff,info,linda,lintian,man}/*
+  rm -rf "${r:?}"/usr/share/{groff,info,linda,lintian,man}/*
   find "$r/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
   printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true"; };' \
     'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true"; };' \
@@ -146,7 +146,7 @@ EOF
   echo 'Acquire::Languages "none";' >"$r/etc/apt/apt.conf.d/docker-no-languages"
   rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/lib/apt/lists/*
   # The container runtime provides these; debootstrap copied the build machine's.
-  rm -rf "$r"/dev/* "$r/etc/hostname" "$r/etc/resolv.conf" "$r"/var/log/*.log
+  rm -rf "${r:?}"/dev/* "$r/etc/hostname" "$r/etc/resolv.conf" "$r"/var/log/*.log
 }
 
 base_image() {
@@ -290,6 +290,7 @@ print(f"STOPSIGNAL={shlex.quote(config['StopSignal'])}")
 print(f"HEALTHCHECK=({' '.join(shlex.quote(a) for a in want_hc['Test'][1:])})")
 print(f"DEFAULT_CMD=({' '.join(shlex.quote(a) for a in argv)})")
 PY
+# shellcheck source=/dev/null
 source "$TMP/inspect.out"
 awk -v mb="$IMAGE_MB" -v max="$MAX_IMAGE_MB" 'BEGIN { exit !(mb <= max) }' \
   || die "image is $IMAGE_MB MB, over the $MAX_IMAGE_MB MB limit"
@@ -310,7 +311,7 @@ in_image() { # in_image [buildah run options...] -- COMMAND...
 pinned() { awk -v s="  $1:" '$0 == s { f = 1 } f && /ipv4_address:/ { print $2; exit }' conf/compose.yaml; }
 blue_ip=$(pinned app-blue)
 green_ip=$(pinned app-green)
-[ -n "$blue_ip" ] && [ -n "$green_ip" ] || die "conf/compose.yaml: no ipv4_address for app-blue/app-green"
+[[ -n $blue_ip && -n $green_ip ]] || die "conf/compose.yaml: no ipv4_address for app-blue/app-green"
 printf '127.0.0.1 localhost\n%s app-blue\n%s app-green\n' "$blue_ip" "$green_ip" >"$TMP/hosts"
 in_image --no-hosts -v "$TMP/hosts:/etc/hosts:ro" \
   -v "$ROOT/conf/compose/switchyard.toml:/etc/switchyard/switchyard.toml:ro" \
@@ -343,7 +344,7 @@ for _ in $(seq 100); do
 done
 BLUE=$(sed -n 's/.*blue app on \([0-9.:]*\),.*/\1/p' "$TMP/demo.log")
 GREEN=$(sed -n 's/.*green app on \([0-9.:]*\)).*/\1/p' "$TMP/demo.log")
-[ -n "$BLUE" ] && [ -n "$GREEN" ] || die "could not read the demo apps' addresses from its output"
+[[ -n $BLUE && -n $GREEN ]] || die "could not read the demo apps' addresses from its output"
 
 SHUTDOWN_S=10
 mkdir -p "$TMP/etc"
@@ -457,7 +458,7 @@ stop_s=$(since "$t")
 awk -v s="$stop_s" -v max="$SHUTDOWN_S" 'BEGIN { exit !(s <= max) }' \
   || die "the proxy took $stop_s s to stop, over [shutdown] timeout ${SHUTDOWN_S}s"
 wait "$SLOW" || true
-[ "$(cat "$TMP/slow.log")" = 200 ] && [ "$(cat "$TMP/slow.body")" = green ] \
+[[ $(cat "$TMP/slow.log") == 200 && $(cat "$TMP/slow.body") == green ]] \
   || die "the request in flight at $STOPSIGNAL got: $(cat "$TMP/slow.log") '$(cat "$TMP/slow.body" 2>/dev/null)'"
 ok "$STOPSIGNAL: the request in flight ended 200, the proxy exited 0 in $stop_s s ([shutdown] timeout ${SHUTDOWN_S}s)"
 
