@@ -338,7 +338,7 @@ start() { # start NAME CMD...: in the background, in its own process group, logg
 read -r P_DEMO P_DEMO_METRICS P_PROXY P_METRICS <<<"$(free_ports 4)"
 start demo target/container/switchyard demo --port "$P_DEMO" --metrics-port "$P_DEMO_METRICS" --dir "$TMP/demo"
 for _ in $(seq 100); do
-  grep -q 'blue app on' "$TMP/demo.log" && break
+  grep -qs 'blue app on' "$TMP/demo.log" && break
   kill -0 "$LAST_PID" 2>/dev/null || die "switchyard demo exited at start"
   sleep 0.1
 done
@@ -396,18 +396,21 @@ VOLS=(-v "$TMP/etc:/etc/switchyard:ro")
 say "running the image's command: ${DEFAULT_CMD[*]} (blue $BLUE, green $GREEN, front door 127.0.0.1:$P_PROXY)"
 start proxy "${BUILDAH[@]}" run --isolation chroot --network host "${VOLS[@]}" "$ctr" -- "${DEFAULT_CMD[@]}"
 PROXY=$LAST_PID
-# The proxy's own process (a descendant of `buildah run`), which a container stop signals.
+# The proxy's own process (under `buildah run`, in its session), which a container stop signals.
 SY_PID=""
 for _ in $(seq 300); do
   kill -0 "$PROXY" 2>/dev/null || die "the proxy exited at start"
-  if [ -z "$SY_PID" ]; then
-    SY_PID=$(pgrep -s "$PROXY" -x switchyard | head -n 1 || true)
-  fi
+  SY_PID=$(pgrep -s "$PROXY" -x switchyard | head -n 1 || true)
+  [ -n "$SY_PID" ] && break
+  sleep 0.1
+done
+[ -n "$SY_PID" ] || die "no switchyard process under buildah run after 30 s"
+for _ in $(seq 300); do
+  kill -0 "$PROXY" 2>/dev/null || die "the proxy exited at start"
   # Up once the front door answers 200: blue's health checks passed.
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_PROXY/" || true)" = 200 ] && break
   sleep 0.1
 done
-[ -n "$SY_PID" ] || die "no switchyard process under buildah run"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_PROXY/")" = 200 ] \
   || die "the proxy does not answer 200 after 30 s"
 SY_UID=$(awk '/^Uid:/ { print $2 }' "/proc/$SY_PID/status")
