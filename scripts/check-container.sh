@@ -10,7 +10,7 @@
 #   3. Inspects the image: user 10001 (not root), the three volumes, ports 8000 and 9000,
 #      HEALTHCHECK and STOPSIGNAL as the Dockerfile writes them, entrypoint, size (<= 100 MB).
 #   4. Runs it (`buildah run`, chroot isolation, host network):
-#      - `switchyard check` on conf/compose/switchyard.toml, mounted where compose mounts it
+#      - `switchyard check` on conf/compose/switchyard.toml, where compose mounts it
 #        (app-blue/app-green resolve to compose.yaml's pinned addresses through /etc/hosts);
 #      - the image's ENTRYPOINT + CMD with a config in front of two demo apps on the host
 #        (`switchyard demo`); a request from the host; the HEALTHCHECK command inside; `ctl
@@ -298,7 +298,10 @@ ok "image size $IMAGE_MB MB (its files; \`buildah images\`: $("${BUILDAH[@]}" im
 
 # --- 4. run it ----------------------------------------------------------------------------
 # A process inside the image, as `docker run`/`docker exec` would start it: the image's user,
-# the host's network (chroot isolation has no network of its own), our files at the volumes.
+# the host's network (chroot isolation has no network of its own). The image's three volumes
+# are the working container's own, shared by every `buildah run` of it as `docker exec` shares
+# a container's. Nothing is bind-mounted over them: in buildah 1.28 a bind mount onto an image
+# volume loses to the empty volume now and then (1 run in 10 here).
 in_image() { # in_image [buildah run options...] -- COMMAND...
   local opts=()
   while [ "$1" != -- ]; do opts+=("$1"); shift; done
@@ -306,16 +309,26 @@ in_image() { # in_image [buildah run options...] -- COMMAND...
   "${BUILDAH[@]}" run --isolation chroot --network host "${opts[@]}" "$ctr" -- "$@"
 }
 
-# check on the compose config, mounted where compose mounts it, the app names given the
-# addresses compose.yaml pins for them.
+# Puts FILE at /etc/switchyard/switchyard.toml in the container's config volume, as
+# `docker cp` would (compose bind-mounts it there instead).
+put_config() {
+  mkdir -p "$TMP/in"
+  cp "$1" "$TMP/in/switchyard.toml"
+  chmod 0755 "$TMP" "$TMP/in"
+  chmod 0644 "$TMP/in/switchyard.toml"
+  in_image -v "$TMP/in:/mnt/switchyard-ci:ro" -- cp /mnt/switchyard-ci/switchyard.toml /etc/switchyard/switchyard.toml \
+    || die "cannot put $1 into the container's /etc/switchyard"
+}
+
+# check on the compose config, where compose mounts it, the app names given the addresses
+# compose.yaml pins for them.
 pinned() { awk -v s="  $1:" '$0 == s { f = 1 } f && /ipv4_address:/ { print $2; exit }' conf/compose.yaml; }
 blue_ip=$(pinned app-blue)
 green_ip=$(pinned app-green)
 [[ -n $blue_ip && -n $green_ip ]] || die "conf/compose.yaml: no ipv4_address for app-blue/app-green"
 printf '127.0.0.1 localhost\n%s app-blue\n%s app-green\n' "$blue_ip" "$green_ip" >"$TMP/hosts"
-in_image --no-hosts -v "$TMP/hosts:/etc/hosts:ro" \
-  -v "$ROOT/conf/compose/switchyard.toml:/etc/switchyard/switchyard.toml:ro" \
-  -- switchyard check --config /etc/switchyard/switchyard.toml >"$TMP/check.out" 2>&1 \
+put_config conf/compose/switchyard.toml
+in_image --no-hosts -v "$TMP/hosts:/etc/hosts:ro" -- switchyard check --config /etc/switchyard/switchyard.toml >"$TMP/check.out" 2>&1 \
   || { cat "$TMP/check.out" >&2; die "switchyard check on conf/compose/switchyard.toml inside the image"; }
 ok "inside: $(cat "$TMP/check.out")"
 
@@ -386,15 +399,10 @@ path_prefix = "/"
 blue = ["$BLUE"]
 green = ["$GREEN"]
 EOF
-chmod 0755 "$TMP" "$TMP/etc"
-chmod 0644 "$TMP/etc/switchyard.toml"
-# Only the config is bind-mounted (read-only, as compose does): /var/lib/switchyard and
-# /run/switchyard are the container's own volumes, shared by every `buildah run` of it, as
-# `docker exec` shares them. (buildah 1.28 also mixes up several -v over image volumes.)
-VOLS=(-v "$TMP/etc:/etc/switchyard:ro")
+put_config "$TMP/etc/switchyard.toml"
 
 say "running the image's command: ${DEFAULT_CMD[*]} (blue $BLUE, green $GREEN, front door 127.0.0.1:$P_PROXY)"
-start proxy "${BUILDAH[@]}" run --isolation chroot --network host "${VOLS[@]}" "$ctr" -- "${DEFAULT_CMD[@]}"
+start proxy "${BUILDAH[@]}" run --isolation chroot --network host "$ctr" -- "${DEFAULT_CMD[@]}"
 PROXY=$LAST_PID
 # The proxy's own process (under `buildah run`, in its session), which a container stop signals.
 SY_PID=""
@@ -423,12 +431,12 @@ body=$(answer)
 ok "request from the host through the proxy: $body"
 
 t=$(now)
-out=$(in_image "${VOLS[@]}" -- "${HEALTHCHECK[@]}" 2>&1) \
+out=$(in_image -- "${HEALTHCHECK[@]}" 2>&1) \
   || { echo "$out" >&2; die "the HEALTHCHECK command (${HEALTHCHECK[*]}) failed inside"; }
 ok "inside: HEALTHCHECK ${HEALTHCHECK[*]} exited 0 in $(since "$t") s: $(echo "$out" | tail -n 1)"
 
 # The README's `docker exec CONTAINER switchyard ctl ...` form: the default socket path.
-out=$(in_image "${VOLS[@]}" -- switchyard ctl switch green 2>&1) \
+out=$(in_image -- switchyard ctl switch green 2>&1) \
   || { echo "$out" >&2; die "switchyard ctl switch green failed inside"; }
 [ "$(echo "$out" | tail -n 1)" = "ok active=green" ] || { echo "$out" >&2; die "switch green: last line is not 'ok active=green'"; }
 ok "inside: switchyard ctl switch green: $(echo "$out" | tr '\n' ';' | sed 's/;$//; s/;/; /g')"
