@@ -34,7 +34,7 @@ for arg in "$@"; do
   case "$arg" in
     --keep-image) KEEP_IMAGE=1 ;;
     --refresh-base) REFRESH_BASE=1 ;;
-    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "check-container: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -69,6 +69,8 @@ cleanup() {
     for _ in $(seq 50); do kill -0 -- "-$pg" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$pg" 2>/dev/null
   done
+  # The proxy is in buildah's session; should buildah have given it a group of its own.
+  if [ -n "${SY_PID:-}" ] && kill -0 "$SY_PID" 2>/dev/null; then kill -KILL "$SY_PID"; fi
   for c in "${CONTAINERS[@]}"; do "${BUILDAH[@]}" rm "$c" >/dev/null 2>&1; done
   if [ -n "$BUILT_IMAGE" ] && [ "$KEEP_IMAGE" = 0 ]; then
     "${BUILDAH[@]}" rmi "$BUILT_IMAGE" >/dev/null 2>&1
@@ -347,9 +349,9 @@ start() { # start NAME CMD...: in the background, in its own process group, logg
   LAST_PID=$!
 }
 
-# Two demo apps (blue, green) on the host; `switchyard demo` runs them (and a proxy, unused).
-read -r P_DEMO P_DEMO_METRICS P_PROXY P_METRICS <<<"$(free_ports 4)"
-start demo target/container/switchyard demo --port "$P_DEMO" --metrics-port "$P_DEMO_METRICS" --dir "$TMP/demo"
+# Two demo apps (blue, green) on the host; `switchyard demo` runs them (and a proxy, unused),
+# every port picked by the kernel. The proxy's ports are picked once they are taken.
+start demo target/container/switchyard demo --port 0 --dir "$TMP/demo"
 for _ in $(seq 100); do
   grep -qs 'blue app on' "$TMP/demo.log" && break
   kill -0 "$LAST_PID" 2>/dev/null || die "switchyard demo exited at start"
@@ -358,6 +360,7 @@ done
 BLUE=$(sed -n 's/.*blue app on \([0-9.:]*\),.*/\1/p' "$TMP/demo.log")
 GREEN=$(sed -n 's/.*green app on \([0-9.:]*\)).*/\1/p' "$TMP/demo.log")
 [[ -n $BLUE && -n $GREEN ]] || die "could not read the demo apps' addresses from its output"
+read -r P_PROXY P_METRICS <<<"$(free_ports 2)"
 
 SHUTDOWN_S=10
 mkdir -p "$TMP/etc"
