@@ -3,6 +3,10 @@
 //! hyper, the admin socket over a Unix stream, WebSockets over tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod raw_backend;
+pub mod raw_client;
+pub mod wire;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
