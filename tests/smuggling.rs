@@ -50,6 +50,8 @@ struct Want {
     body: Vec<u8>,
     /// The Host value, when the row is about it.
     host: Option<&'static str>,
+    /// Header fields that must not reach the backend (hop-by-hop ones the client named).
+    absent: Vec<&'static str>,
 }
 
 fn want(line: &'static str) -> Want {
@@ -58,6 +60,7 @@ fn want(line: &'static str) -> Want {
         framing: Vec::new(),
         body: Vec::new(),
         host: None,
+        absent: Vec::new(),
     }
 }
 
@@ -73,6 +76,11 @@ impl Want {
     fn chunked(mut self, body: &[u8]) -> Want {
         self.framing = vec!["transfer-encoding: chunked"];
         self.body = body.to_vec();
+        self
+    }
+
+    fn without(mut self, names: &[&'static str]) -> Want {
+        self.absent = names.to_vec();
         self
     }
 
@@ -256,6 +264,14 @@ fn check_backend(wants: &[Want], rec: &Received, out: &mut Vec<String>) {
         if m.start_line.ends_with("HTTP/1.1") && hosts.len() != 1 {
             out.push(format!("request {i}: HTTP/1.1 with Host {hosts:?}"));
         }
+        for name in &w.absent {
+            if !m.values(name).is_empty() {
+                out.push(format!(
+                    "request {i}: {name}: {:?} reached the backend",
+                    m.values(name)
+                ));
+            }
+        }
         if let Some(h) = w.host {
             if hosts != [h] {
                 out.push(format!("request {i}: Host {hosts:?}, want {h:?}"));
@@ -343,6 +359,30 @@ fn framing_rows() -> Vec<Row> {
         row("CL u64::MAX + 1", cl("18446744073709551616"), refused(&[400, 413])),
         row("CL huge", cl("99999999999999999999999999999999"), refused(&[400, 413])),
         row("CL with OWS", format!("{POST}Content-Length:  5 \r\n\r\nhello"), forwarded(vec![want("POST /p HTTP/1.1").cl(b"hello")])),
+        // A proxy that drops every header `Connection` names, framing ones included, would
+        // forward the body as the start of the next request.
+        row(
+            "Connection names Transfer-Encoding",
+            format!("{POST}Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n{CHUNKED_HELLO}"),
+            either(
+                refused(&[400]),
+                either(
+                    forwarded(vec![want("POST /p HTTP/1.1").chunked(b"hello")]),
+                    forwarded(vec![want("POST /p HTTP/1.1").cl(b"hello")]),
+                ),
+            ),
+        ),
+        row(
+            "Connection names Content-Length",
+            format!("{POST}Connection: Content-Length\r\nContent-Length: 5\r\n\r\nhello"),
+            either(
+                refused(&[400]),
+                either(
+                    forwarded(vec![want("POST /p HTTP/1.1").cl(b"hello")]),
+                    forwarded(vec![want("POST /p HTTP/1.1").chunked(b"hello")]),
+                ),
+            ),
+        ),
         row("GET with a CL body", "GET /g HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", forwarded(vec![want("GET /g HTTP/1.1").cl(b"hello")])),
     ]
 }
@@ -479,6 +519,26 @@ fn head_rows() -> Vec<Row> {
         ),
         row("header line too long", big, refused(&[431])),
         row("too many header lines", many, refused(&[431])),
+        row("invalid character in a header name", "GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n", refused(&[400])),
+        row("empty header name", "GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n", refused(&[400])),
+        row("NUL in the target", "GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", refused(&[400])),
+        row("invalid character in the method", "G@T / HTTP/1.1\r\nHost: a\r\n\r\n", refused(&[400])),
+        row("request line too long", format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "p".repeat(5000)), refused(&[414, 431])),
+        row(
+            "hop-by-hop header named in Connection",
+            "GET /h HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n",
+            forwarded(vec![want("GET /h HTTP/1.1").without(&["x-secret"])]),
+        ),
+        // h2c smuggling: a backend that accepts the upgrade gets an HTTP/2 tunnel past every
+        // check of the front door. The upgrade must not reach it (or the request is refused).
+        row(
+            "Upgrade: h2c",
+            "GET /h HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
+            either(
+                refused(&[400]),
+                forwarded(vec![want("GET /h HTTP/1.1").without(&["upgrade", "http2-settings"])]),
+            ),
+        ),
         row(
             "no Host on HTTP/1.1",
             "GET / HTTP/1.1\r\n\r\n",
@@ -675,6 +735,7 @@ fn known_gap(name: &str) -> Option<&'static str> {
         "HTTP/1.0 without Host" => "forwarded upstream as HTTP/1.1 with no Host (issue 11)",
         "space inside the target" | "junk before the method" | "two spaces after the method" => LINE,
         "target without the leading slash" | "authority-form with GET" => LINE,
+        "NUL in the target" => LINE,
         "absolute-form" => "forwarded in absolute-form with the client's Host, not as origin-form with the target's host",
         "asterisk-form with GET" => "answered 404 (no route) on a kept-alive connection, not 400; nothing reaches the backend",
         "OPTIONS *" => "answered 404 (no route for \"*\") instead of being forwarded or answered 200",
@@ -821,6 +882,11 @@ fn resp_cases() -> Vec<RespCase> {
         resp("204 with a body", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nfirst", &[Good(204, ""), Bad]),
         resp("304 with a body", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nfirst", &[Good(304, ""), Bad]),
         resp("1xx then the final answer", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", &[Good(200, "first")]),
+        resp("bare LF line ends", "HTTP/1.1 200 OK\nContent-Length: 5\n\nfirst", &[Bad, Good(200, "first")]),
+        resp("obs-fold in a header", "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 5\r\n\r\nfirst", &[Bad, Good(200, "first")]),
+        resp("space before the colon of Content-Length", "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nfirst", &[Bad, Good(200, "first")]),
+        resp("NUL in a header value", "HTTP/1.1 200 OK\r\nX-A: o\x00ne\r\nContent-Length: 5\r\n\r\nfirst", BAD),
+        resp_close("Transfer-Encoding gzip, so close-delimited", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nfirst", &[Bad, Good(200, "first")]),
         resp("101 to a request that asked for no upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nfirst", BAD),
         resp_close("close-delimited body", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst", &[Good(200, "first")]),
         resp_close("HTTP/1.0 close-delimited body", "HTTP/1.0 200 OK\r\n\r\nfirst", &[Good(200, "first")]),
