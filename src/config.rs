@@ -414,7 +414,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-/// `[limits]`: the refusals of the front door (the README's "Refusals and limits" lists status codes).
+/// `[limits]`: the refusals of the front door (docs/refusals.md lists status codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Open client connections; the next one gets a 503 and is closed at once.
