@@ -30,6 +30,8 @@ pub enum Answer {
     ReplyClose(Vec<u8>),
     /// Write these bytes (a 101), then echo every later byte, recorded as tunnel bytes.
     Upgrade(Vec<u8>),
+    /// Wait this long, then answer (bytes that come meanwhile are read after the answer).
+    After(Duration, Box<Answer>),
 }
 
 /// Everything the proxy sent since the last reset (health checks left out).
@@ -311,6 +313,10 @@ impl Conn {
             Answer::Upgrade(b) => {
                 self.tunnel = true;
                 s.write_all(&b).await.is_ok()
+            }
+            Answer::After(wait, inner) => {
+                tokio::time::sleep(wait).await;
+                Box::pin(self.send(s, *inner)).await
             }
         }
     }
