@@ -76,6 +76,13 @@ impl Want {
         self
     }
 
+    /// A Content-Length the proxy may pass as written or normalise.
+    fn cl_as(mut self, written: &'static str, body: &[u8]) -> Want {
+        self.framing = vec![written];
+        self.body = body.to_vec();
+        self
+    }
+
     fn chunked(mut self, body: &[u8]) -> Want {
         self.framing = vec!["transfer-encoding: chunked"];
         self.body = body.to_vec();
@@ -418,6 +425,25 @@ fn framing_rows() -> Vec<Row> {
         row("CL 5 with a space inside", cl("5 5"), refused(&[400])),
         row("CL u64::MAX + 1", cl("18446744073709551616"), refused(&[400, 413])),
         row("CL huge", cl("99999999999999999999999999999999"), refused(&[400, 413])),
+        row("mixed-case names, CL and TE", format!("{POST}cOnTeNt-LeNgTh: 5\r\ntRaNsFeR-eNcOdInG: chunked\r\n\r\n{CHUNKED_HELLO}"), refused(&[400])),
+        row("TE twice, different case", format!("{POST}Transfer-Encoding: chunked\r\nTRANSFER-ENCODING: chunked\r\n\r\n{CHUNKED_HELLO}"), refused(&[400])),
+        row("CL twice, different case", format!("{POST}Content-Length: 5\r\ncontent-LENGTH: 5\r\n\r\nhello"), refused(&[400])),
+        row("mixed-case CL name", format!("{POST}CONTENT-length: 5\r\n\r\nhello"), forwarded(vec![want("POST /p HTTP/1.1").cl(b"hello")])),
+        row("tab before the colon of TE", format!("{POST}Content-Length: 5\r\nTransfer-Encoding\t: chunked\r\n\r\nhello"), refused(&[400])),
+        row("CL empty", format!("{POST}Content-Length: \r\n\r\nhello"), refused(&[400])),
+        row(
+            "CL with leading zeros",
+            format!("{POST}Content-Length: 005\r\n\r\nhello"),
+            either(
+                forwarded(vec![want("POST /p HTTP/1.1").cl(b"hello")]),
+                forwarded(vec![want("POST /p HTTP/1.1").cl_as("content-length: 005", b"hello")]),
+            ),
+        ),
+        row(
+            "Expect with an unknown expectation",
+            format!("{POST}Expect: 200-ok\r\nContent-Length: 5\r\n\r\nhello"),
+            either(refused(&[417]), forwarded(vec![want("POST /p HTTP/1.1").cl(b"hello")])),
+        ),
         row("CL with OWS", format!("{POST}Content-Length:  5 \r\n\r\nhello"), forwarded(vec![want("POST /p HTTP/1.1").cl(b"hello")])),
         // A proxy that drops every header `Connection` names, framing ones included, would
         // forward the body as the start of the next request.
@@ -511,6 +537,11 @@ fn chunk_rows() -> Vec<Row> {
             "chunked with trailer",
             body("5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n"),
             forwarded(vec![want("POST /p HTTP/1.1").chunked(b"hello")]),
+        ),
+        row(
+            "chunk size in upper-case hex",
+            body("A\r\nhelloworld\r\n0\r\n\r\n"),
+            forwarded(vec![want("POST /p HTTP/1.1").chunked(b"helloworld")]),
         ),
         row(
             "chunked in several chunks",
@@ -967,6 +998,18 @@ fn resp_cases() -> Vec<RespCase> {
         resp("space before the colon of Content-Length", "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nfirst", &[Bad, Good(200, "first")]),
         resp("NUL in a header value", "HTTP/1.1 200 OK\r\nX-A: o\x00ne\r\nContent-Length: 5\r\n\r\nfirst", BAD),
         resp_close("Transfer-Encoding gzip, so close-delimited", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nfirst", &[Bad, Good(200, "first")]),
+        resp("mixed-case Content-Length", "HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\n\r\nfirst", &[Good(200, "first")]),
+        resp("Content-Length with leading zeros", "HTTP/1.1 200 OK\r\nContent-Length: 005\r\n\r\nfirst", &[Good(200, "first")]),
+        resp("Content-Length 0 and bytes after", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nfirst", &[Good(200, "")]),
+        resp("chunked with extensions and a trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a=b\r\nfi\r\n3\r\nrst\r\n0\r\nX-T: 1\r\n\r\n", &[Good(200, "first")]),
+        RespCase {
+            method: "HEAD",
+            ..resp("HEAD answered chunked with a body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n", &[Good(200, "")])
+        },
+        RespCase {
+            method: "HEAD",
+            ..resp("HEAD answered chunked, rightly without a body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &[Good(200, "")])
+        },
         resp("101 to a request that asked for no upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nfirst", BAD),
         resp_close("close-delimited body", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst", &[Good(200, "first")]),
         resp_close("HTTP/1.0 close-delimited body", "HTTP/1.0 200 OK\r\n\r\nfirst", &[Good(200, "first")]),
