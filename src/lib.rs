@@ -9,32 +9,44 @@
 //! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
 //! - [`switch`]: the pure switch state machine; [`controller`] drives it
+//! - [`fault`]: whose fault a failed exchange was (what the watch may count)
+//! - [`verdict`]: the watch's rules (error count, error rate over a baseline, p99, traffic)
+//! - [`history`]: per-second samples of each color's counts, for the baseline
 //! - [`hooks`]: operator commands run around a switch
 //! - [`drain`]: per-color open requests and WebSockets, and their handover
 //! - [`wsframe`]: WebSocket frame boundaries, for a clean 1012 close
 //! - [`admin`]: the admin Unix socket protocol
 //! - [`state`]: the persisted active color
-//! - [`metrics`]: the Prometheus registry and `/metrics`
+//! - [`metrics`]: the Prometheus registry
+//! - [`admin_http`]: the `[admin] metrics` listener: `/metrics`, the status page and its feed
+//! - [`progress_bar`]: `ctl`'s bar for a switch's progress on a terminal
+//! - [`status`]: the status page, its state snapshot and the controller's progress feed
 //! - [`app`]: the shared state; [`server`]: assembling and running the process
 //! - [`sync`]: poison-tolerant locking for the control plane
 //! - [`demo`]: built-in demo backends (for `switchyard demo` and tests)
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_http;
 pub mod app;
 pub mod config;
 pub mod controller;
 pub mod demo;
 pub mod drain;
 pub mod edge;
+pub mod fault;
 pub mod health;
+pub mod history;
 pub mod hooks;
 pub mod metrics;
+pub mod progress_bar;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod switch;
 pub mod sync;
 pub mod tls;
+pub mod verdict;
 pub mod wsframe;

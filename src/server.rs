@@ -21,11 +21,12 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::{self, AdminError, AdminService};
+use crate::admin_http::AdminHttp;
 use crate::app::App;
 use crate::config::Config;
 use crate::edge::FrontDoor;
 use crate::health::HealthChecker;
-use crate::metrics::MetricsApp;
+use crate::history::Sampler;
 use crate::proxy::Proxy;
 use crate::routing::Color;
 use crate::state::{self, StateError};
@@ -159,7 +160,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     server.add_service(proxy);
 
     if let Some(addr) = app.cfg.metrics {
-        let mut metrics = Service::new("metrics".to_string(), MetricsApp(app.metrics.clone()));
+        // `/metrics`, the status page and its event stream (admin_http.rs).
+        let mut metrics = Service::new("metrics".to_string(), AdminHttp::new(app.clone()));
         metrics.add_tcp(&addr.to_string());
         metrics.threads = Some(1);
         server.add_service(metrics);
@@ -175,6 +177,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         "health",
         HealthChecker { app: app.clone() },
     ));
+    server.add_service(background_service("history", Sampler { app: app.clone() }));
     // pingora announces SIGQUIT/SIGTERM on this channel seconds before it stops the services
     // (an upgrade waits 5 s for the new process to take the sockets): from then on every
     // response says `Connection: close`, so keep-alive clients move over while both
