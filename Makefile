@@ -1,5 +1,5 @@
 # The newcomer's entry points. Each installs what a fresh machine lacks first.
-.PHONY: deps demo test check bench bench-quick
+.PHONY: deps demo test check check-container bench bench-quick
 
 deps:
 	@scripts/install-deps.sh
@@ -16,6 +16,10 @@ test: deps
 check: deps
 	cargo build --quiet
 	@for f in conf/*.toml; do ./target/debug/switchyard check --config $$f || exit 1; done
+
+## Build the container image and run it, without a Docker engine (root; debootstrap + buildah).
+check-container: deps
+	scripts/check-container.sh
 
 ## Load benchmarks against nginx and HAProxy (issue 5); results in benches/results/latest.md.
 bench:
