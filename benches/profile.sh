@@ -47,7 +47,7 @@ while [[ $# -gt 0 ]]; do
         --brief) BRIEF=1 ;;
         --out) KV=$2; shift ;;
         --bin) BIN=$2; shift ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -163,8 +163,8 @@ profile() { # profile NAME: the process PID[NAME] runs under callgrind on P_PROX
     wait_port "$P_PROXY" "$name"
     "$LOADGEN" count --url "http://127.0.0.1:$P_PROXY/" --conns 32 --requests "$REQUESTS" \
         --warmup "$WARMUP" --label "$name" --out "$TMP/$name.count" \
-        --on "callgrind_control --instr=on $pid >/dev/null" \
-        --off "callgrind_control --dump=$name $pid >/dev/null && callgrind_control --instr=off $pid >/dev/null"
+        --on "callgrind_control --instr=on $pid >/dev/null 2>&1" \
+        --off "callgrind_control --dump=$name $pid >/dev/null 2>&1 && callgrind_control --instr=off $pid >/dev/null 2>&1"
     local reqs dump total allocs reallocs per
     reqs=$(awk -F= '$1 == "requests" { print $2 }' "$TMP/$name.count")
     stop "$name"

@@ -45,7 +45,7 @@ while [[ $# -gt 0 ]]; do
         --idle) IDLE_CONNS=$2; shift ;;
         --rates) RATES=$2; shift ;;
         --only) ONLY=$2; shift ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -387,6 +387,15 @@ wrk_run() { # wrk_run FILE THREADS CONNS SECONDS URL
 }
 
 declare -A PLABEL=([nginx]=nginx [haproxy]=HAProxy [switchyard]=switchyard)
+# top_functions FILE REQUESTS N: the first N function lines of a profile.sh NAME.top.txt listing
+# as "Ir-per-request (share) function", without file paths and object names.
+top_functions() {
+    sed -n '2,200p' "$1" | grep -E '^ *[0-9,]+ +\( *[0-9.]+%\)' | grep -v 'PROGRAM TOTALS' | head -n "$3" \
+        | sed -E 's/^( *[0-9,]+ +\( *[0-9.]+%\)) +[^ :]*:/\1  /; s/ \[[^]]*\]$//' \
+        | awk -v r="$2" '{ match($0, /^ *[0-9,]+/); n = substr($0, RSTART, RLENGTH); gsub(/[ ,]/, "", n)
+                          printf "%7.0f %s\n", n / r, substr($0, RLENGTH + 1) }' | cut -c1-150
+}
+
 HEAD=$TMP/head.md
 MD=$TMP/results.md
 : >"$MD"
@@ -432,11 +441,12 @@ if want instr; then
         top=$ROOT/benches/results/profile/switchyard.top.txt
         if [[ -s "$top" ]]; then
             echo
-            echo "What is left in switchyard's request path (callgrind, exclusive instructions, top 20;"
-            echo "the full listings and the callgrind files are in benches/results/profile/):"
+            echo "What is left in switchyard's request path: the top 20 functions by exclusive instructions"
+            echo "per request (callgrind; share of the total; the full listings, inclusive too, and the"
+            echo "callgrind files are in benches/results/profile/):"
             echo
             echo '```'
-            sed -n '2,21p' "$top" | cut -c1-150
+            top_functions "$top" "$PROFILE_REQUESTS" 20
             echo '```'
         fi
     } >>"$MD"
