@@ -390,10 +390,12 @@ declare -A PLABEL=([nginx]=nginx [haproxy]=HAProxy [switchyard]=switchyard)
 # top_functions FILE REQUESTS N: the first N function lines of a profile.sh NAME.top.txt listing
 # as "Ir-per-request (share) function", without file paths and object names.
 top_functions() {
-    sed -n '2,200p' "$1" | grep -E '^ *[0-9,]+ +\( *[0-9.]+%\)' | grep -v 'PROGRAM TOTALS' | head -n "$3" \
-        | sed -E 's/^( *[0-9,]+ +\( *[0-9.]+%\)) +[^ :]*:/\1  /; s/ \[[^]]*\]$//' \
-        | awk -v r="$2" '{ match($0, /^ *[0-9,]+/); n = substr($0, RSTART, RLENGTH); gsub(/[ ,]/, "", n)
-                          printf "%7.0f %s\n", n / r, substr($0, RLENGTH + 1) }' | cut -c1-150
+    # One awk reads the whole listing: a `head` in a pipeline would end it early (SIGPIPE).
+    sed -E 's/^( *[0-9,]+ +\( *[0-9.]+%\)) +[^ :]*:/\1  /; s/ \[[^]]*\]$//' "$1" | awk -v r="$2" -v n="$3" '
+        shown < n && /^ *[0-9,]+ +\( *[0-9.]+%\)/ && !/PROGRAM TOTALS/ {
+            match($0, /^ *[0-9,]+/); c = substr($0, RSTART, RLENGTH); gsub(/[ ,]/, "", c)
+            printf "%7.0f %s\n", c / r, substr(substr($0, RLENGTH + 1), 1, 140); shown++
+        }'
 }
 
 HEAD=$TMP/head.md
