@@ -17,7 +17,9 @@ check: deps
 	cargo build --quiet
 	@for f in conf/*.toml; do ./target/debug/switchyard check --config $$f || exit 1; done
 
-## Load benchmarks against nginx and HAProxy (issue 5); results in benches/results/latest.md.
+## Benchmarks against nginx and HAProxy (issues 5 and 11): callgrind instructions and heap
+## allocations per request, throughput, constant-rate latency, 1 vs 2 workers, switches,
+## memory per WebSocket and per idle connection; results in benches/results/latest.md.
 bench:
 	benches/run.sh
 

@@ -2,7 +2,7 @@
 # switchyard load benchmarks (issues 5 and 11): switchyard side by side with nginx and HAProxy,
 # on loopback only, every proxy with one worker/thread unless stated.
 #
-#   benches/run.sh            full run (about 9 minutes): callgrind instructions and heap
+#   benches/run.sh            full run (about 8 minutes): callgrind instructions and heap
 #                             allocations per request (10,000 requests), 3 interleaved wrk
 #                             rounds of 10 s, constant-rate latency (500 req/s for 10 s and
 #                             5,000 req/s for 4 s), 1 vs 2 workers, 100 switches under load,
