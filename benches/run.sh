@@ -544,7 +544,8 @@ if want rate; then
         echo
         echo "\`loadgen rate\` (benches/loadgen/rate.rs): GET / on a fixed timetable, request i due at"
         echo "start + i / rate, dealt round-robin over 16 keep-alive connections (blocking sockets, one thread"
-        echo "each, 1 ns timer slack), after 0.5 s of warm-up at the same rate. Latency counts from the"
+        echo "each, 1 ns timer slack, real-time priority SCHED_FIFO 1 where allowed: client threads at"
+        echo "real-time priority in this run: $(kv "$TMP/rate.direct.${RATE_LIST[0]%%:*}" client_realtime)), after 0.5 s of warm-up at the same rate. Latency counts from the"
         echo "scheduled send time, not the actual one, so a request held up behind a slow one is charged"
         echo "its wait (corrected for coordinated omission, as wrk2 does). \"Sent late\" is how far behind the"
         echo "timetable sends went (client wake-up delay, or queueing behind a slow response); the backend"
