@@ -5,8 +5,9 @@
 #   benches/run.sh            full run (about 8 minutes): callgrind instructions and heap
 #                             allocations per request (10,000 requests), 3 interleaved wrk
 #                             rounds of 10 s, constant-rate latency (500 req/s for 10 s and
-#                             5,000 req/s for 4 s), 1 vs 2 workers, 100 switches under load,
-#                             ~6,000 idle WebSockets, 10,000 idle keep-alive HTTP connections
+#                             5,000 req/s for 4 s), 1 vs 2 workers (3 rounds of 5 s), 100
+#                             switches under load, ~6,000 idle WebSockets, 10,000 idle
+#                             keep-alive HTTP connections
 #   benches/run.sh --quick    the same end to end in under 2 minutes (CI): 1,000 requests
 #                             under callgrind, 1 round of 2 s, 1 s per rate, 10 switches,
 #                             1,000 WebSockets, 1,000 idle connections
@@ -575,19 +576,29 @@ fi
 SCALE_TARGETS=(nginx haproxy switchyard)
 declare -A SRPS1=() SRPS2=() SP99_1=() SP99_2=()
 if want scaling; then
-    say "d. scaling: 1 vs 2 workers, wrk -t2 -c64 -d${DURATION}s each"
+    # Half the throughput rounds' length, as many rounds, interleaved: medians, like section b.
+    SCALE_DURATION=$(( DURATION / 2 > 0 ? DURATION / 2 : 1 ))
+    say "d. scaling: 1 vs 2 workers, wrk -t2 -c64 -d${SCALE_DURATION}s, $ROUNDS interleaved round(s)"
     start_nginx_proxy nginx2 "$P_NGINX2" "$P_BLUE" 75s 2
     start_haproxy haproxy2 "$P_HAPROXY2" "$P_BLUE" 75s 2
     start_switchyard switchyard2 "$P_SY2" "$P_SY2_METRICS" "$P_BLUE" "$P_GREEN" 1s "" 2
     mkdir -p "$TMP/scale"
-    for t in "${SCALE_TARGETS[@]}"; do
-        for w in 1 2; do
-            if [[ $w == 1 ]]; then u=${URL[$t]}; else u=${URL2[$t]}; fi
-            wrk_run "$TMP/scale/$t.$w" 2 64 "$DURATION" "$u" >"$TMP/scale/$t.$w.v"
-            read -r rps p50 p99 errs <"$TMP/scale/$t.$w.v"
-            printf '   %-11s %d worker(s) %8s req/s  p50 %6s ms  p99 %6s ms  errors %s\n' "$t" "$w" "$rps" "$p50" "$p99" "$errs"
-            if [[ $w == 1 ]]; then SRPS1[$t]=$rps; SP99_1[$t]=$p99; else SRPS2[$t]=$rps; SP99_2[$t]=$p99; fi
+    for r in $(seq "$ROUNDS"); do
+        for t in "${SCALE_TARGETS[@]}"; do
+            for w in 1 2; do
+                if [[ $w == 1 ]]; then u=${URL[$t]}; else u=${URL2[$t]}; fi
+                f=$TMP/scale/$t.$w.$r
+                wrk_run "$f" 2 64 "$SCALE_DURATION" "$u" >"$f.v"
+                read -r rps p50 p99 errs <"$f.v"
+                printf '   round %d  %-11s %d worker(s) %8s req/s  p50 %6s ms  p99 %6s ms  errors %s\n' "$r" "$t" "$w" "$rps" "$p50" "$p99" "$errs"
+            done
         done
+    done
+    for t in "${SCALE_TARGETS[@]}"; do
+        SRPS1[$t]=$(cat "$TMP"/scale/"$t".1.*.v | awk '{ print $1 }' | median)
+        SRPS2[$t]=$(cat "$TMP"/scale/"$t".2.*.v | awk '{ print $1 }' | median)
+        SP99_1[$t]=$(cat "$TMP"/scale/"$t".1.*.v | awk '{ print $3 }' | median)
+        SP99_2[$t]=$(cat "$TMP"/scale/"$t".2.*.v | awk '{ print $3 }' | median)
     done
     stop switchyard2
     stop haproxy2
@@ -596,9 +607,9 @@ if want scaling; then
         echo
         echo "## 1 vs 2 workers"
         echo
-        echo "\`wrk -t2 -c64 -d${DURATION}s --latency\` against each proxy with one worker and with two (nginx"
+        echo "\`wrk -t2 -c64 -d${SCALE_DURATION}s --latency\` against each proxy with one worker and with two (nginx"
         echo "\`worker_processes 2\`, HAProxy \`nbthread 2\`, switchyard \`threads = 2\`), same backend (one nginx"
-        echo "worker). On a 2-core machine shared with wrk and the backend, two workers cannot double"
+        echo "worker); $ROUNDS interleaved round(s), medians. On a 2-core machine shared with wrk and the backend, two workers cannot double"
         echo "anything: compare the proxies' ratios, not the ratio to 2."
         echo
         echo "| proxy | req/s, 1 worker | req/s, 2 workers | 2 / 1 | p99 ms, 1 worker | p99 ms, 2 workers |"
