@@ -20,8 +20,8 @@
 # Installs nginx, haproxy, wrk and valgrind with apt-get when missing. Writes every config into
 # a temp dir, runs every server in the foreground as a child, and kills them all on exit. The
 # results (a summary table with each issue 11 target marked met / not met, then one section per
-# measurement) are printed and written to benches/results/latest.md (--quick: quick.md, not
-# kept in git).
+# measurement) are printed and written to benches/results/latest.md (--quick: quick.md; --only:
+# only.md; neither kept in git).
 set -Eeuo pipefail
 trap 'echo "run.sh: line $LINENO: failed: $BASH_COMMAND" >&2' ERR
 
@@ -868,8 +868,14 @@ SUM=$TMP/summary.md
 
 mkdir -p "$ROOT/benches/results"
 cat "$HEAD" "$SUM" "$MD" >"$TMP/all.md"
-# A quick run must not overwrite the full run's table that docs/benchmarks.md quotes.
-if [[ $QUICK == 1 ]]; then out=$ROOT/benches/results/quick.md; else out=$ROOT/benches/results/latest.md; fi
+# A quick or partial run must not overwrite the full run's table that docs/benchmarks.md quotes.
+if [[ $QUICK == 1 ]]; then
+    out=$ROOT/benches/results/quick.md
+elif [[ $ONLY != instr,throughput,rate,scaling,switch,ws,idle ]]; then
+    out=$ROOT/benches/results/only.md
+else
+    out=$ROOT/benches/results/latest.md
+fi
 cp "$TMP/all.md" "$out"
 say "results (also in ${out#"$ROOT"/})"
 cat "$TMP/all.md"
