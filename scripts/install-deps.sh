@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks to build switchyard: cmake (pingora's zlib-ng needs it).
-# Safe to run again: it does nothing when everything is there.
+# Installs what a fresh machine lacks to build and test switchyard:
+#   cmake              pingora's zlib-ng build needs it
+#   chromium           the status page's browser test (tests/status_page.rs) drives headless
+#   chromium-driver    Chromium through chromedriver
+# Safe to run again: it does nothing when everything is there, and runs apt-get update once.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -10,13 +13,21 @@ if ! have cargo; then
   exit 1
 fi
 
+SUDO=""
+if [ "$(id -u)" != 0 ] && have sudo; then SUDO="sudo"; fi
+updated=""
+apt_install() { # apt_install PACKAGE... (quiet; one apt-get update per run)
+  if [ -z "$updated" ]; then
+    $SUDO apt-get update -qq
+    updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! have cmake; then
   echo "install-deps: installing cmake (needed by pingora's zlib-ng build)" >&2
-  SUDO=""
-  if [ "$(id -u)" != 0 ] && have sudo; then SUDO="sudo"; fi
   if have apt-get; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake >/dev/null
+    apt_install cmake
   elif have pip3; then
     pip3 install --quiet cmake
   else
@@ -25,3 +36,13 @@ if ! have cmake; then
   fi
 fi
 have cmake || { echo "install-deps: cmake still missing after install" >&2; exit 1; }
+
+# The status page is tested in a real browser (tests/status_page.rs drives headless Chromium).
+if ! have chromium || ! have chromedriver; then
+  if have apt-get; then
+    echo "install-deps: installing chromium and chromium-driver (the status page's browser test)" >&2
+    apt_install chromium chromium-driver
+  else
+    echo "install-deps: no apt-get: install chromium and chromedriver by hand for tests/status_page.rs" >&2
+  fi
+fi

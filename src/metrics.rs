@@ -1,5 +1,5 @@
-//! The Prometheus registry, the handles the request path records into, and the `/metrics`
-//! listener.
+//! The Prometheus registry and the handles the request path records into (the listener that
+//! serves `/metrics` is admin_http.rs).
 //!
 //! Everything the hot path touches is resolved ahead of time (a histogram per route and
 //! color, a lazily created counter per status code) so recording a request is a few atomic
@@ -10,10 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::Response;
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
 use pingora_prometheus::prometheus::{
     self, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -347,35 +343,6 @@ impl Metrics {
             tracing::error!("encoding metrics failed: {e}");
         }
         buf
-    }
-}
-
-/// `GET /metrics` on the `[admin] metrics` address; 404 anywhere else.
-pub struct MetricsApp(pub Arc<Metrics>);
-
-#[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
-        let (status, ctype, body) = if path == "/metrics" {
-            (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.0.render(),
-            )
-        } else {
-            (
-                404,
-                "text/plain",
-                b"not found: metrics are at /metrics\n".to_vec(),
-            )
-        };
-        Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, ctype)
-            .header(http::header::CONTENT_LENGTH, body.len())
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }
 
