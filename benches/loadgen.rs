@@ -115,6 +115,18 @@ impl Args {
     }
 }
 
+/// `--url`'s address, host:port and path. Resolved with the blocking resolver: the URLs
+/// are loopback literals given on the command line, so there is nothing to wait for.
+pub fn target(url: &str) -> Res<(SocketAddr, String, String)> {
+    let url: http::Uri = url.parse()?;
+    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority.as_str())?
+        .next()
+        .ok_or("--url: cannot resolve")?;
+    let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Ok((addr, authority, path.to_string()))
+}
+
 /// `key=value` results, written to `--out` and echoed.
 #[derive(Default)]
 struct Report(BTreeMap<String, String>);
@@ -496,16 +508,7 @@ async fn run_switches(
 }
 
 async fn http_mode(args: &Args) -> Res<()> {
-    let url: http::Uri = args.need("url")?.parse()?;
-    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
-    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
-        .await?
-        .next()
-        .ok_or("--url: cannot resolve")?;
-    let path = url
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let (addr, authority, path) = target(args.need("url")?)?;
     let conns: usize = args.get("conns", 32)?;
     let duration = Duration::from_secs_f64(args.get("duration", 10.0)?);
     let switches: u64 = args.get("switches", 0)?;
@@ -824,12 +827,7 @@ fn procs_sample(pids: &[u32]) -> Res<(u64, u64)> {
 
 async fn ws_mode(args: &Args) -> Res<()> {
     let url = args.need("url")?.to_string();
-    let uri: http::Uri = url.parse()?;
-    let authority = uri.authority().ok_or("--url needs host:port")?.to_string();
-    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
-        .await?
-        .next()
-        .ok_or("--url: cannot resolve")?;
+    let (addr, _, _) = target(&url)?;
     let n: usize = args.get("conns", 1000)?;
     let idle = Duration::from_secs_f64(args.get("idle", 5.0)?);
     let label = args.str("label").unwrap_or("ws").to_string();
@@ -1157,16 +1155,7 @@ async fn idle_open(addr: SocketAddr, host: &str, path: &str) -> Result<IdleConn,
 }
 
 async fn idle_mode(args: &Args) -> Res<()> {
-    let url: http::Uri = args.need("url")?.parse()?;
-    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
-    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
-        .await?
-        .next()
-        .ok_or("--url: cannot resolve")?;
-    let path = url
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let (addr, authority, path) = target(args.need("url")?)?;
     let n: usize = args.get("conns", 10_000)?;
     let steps: usize = args.get("steps", 4)?;
     if steps == 0 || n < steps {

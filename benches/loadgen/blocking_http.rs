@@ -18,17 +18,6 @@ pub fn connect(addr: SocketAddr) -> Res<TcpStream> {
     Ok(s)
 }
 
-/// Resolves `--url`'s host:port and path.
-pub fn target(url: &str) -> Res<(SocketAddr, String, String)> {
-    let url: http::Uri = url.parse()?;
-    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority.as_str())?
-        .next()
-        .ok_or("--url: cannot resolve")?;
-    let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    Ok((addr, authority, path.to_string()))
-}
-
 /// Writes one request and reads its whole response; whether the connection stays open.
 pub fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut [u8]) -> Res<bool> {
     s.write_all(request)?;

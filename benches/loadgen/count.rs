@@ -14,8 +14,8 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use super::blocking_http::{connect, exchange, get_request, target};
-use super::{Args, Report, Res};
+use super::blocking_http::{connect, exchange, get_request};
+use super::{target, Args, Report, Res};
 
 pub fn count_mode(args: &Args) -> Res<()> {
     let (addr, authority, path) = target(args.need("url")?)?;

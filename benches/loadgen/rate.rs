@@ -23,8 +23,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::blocking_http::{connect, exchange, get_request, target};
-use super::{ms, pct, Args, Report, Res};
+use super::blocking_http::{connect, exchange, get_request};
+use super::{ms, pct, target, Args, Report, Res};
 
 /// What each connection thread hands back.
 #[derive(Default)]
