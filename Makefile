@@ -21,7 +21,9 @@ check: deps
 check-container: deps
 	scripts/check-container.sh
 
-## Load benchmarks against nginx and HAProxy (issue 5); results in benches/results/latest.md.
+## Benchmarks against nginx and HAProxy (issues 5 and 11): callgrind instructions and heap
+## allocations per request, throughput, constant-rate latency, 1 vs 2 workers, switches,
+## memory per WebSocket and per idle connection; results in benches/results/latest.md.
 bench:
 	benches/run.sh
 
