@@ -354,7 +354,9 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
                 o.fail(app, plan.color, Failure::Reset);
                 return error_page(conn, plan, o, &body).await;
             }
-            Respond::Upgraded => return upgraded(conn, plan, o, &mut up).await,
+            // Boxed: an upgraded session's relay is large and rare, and would otherwise
+            // make every connection's future (idle keep-alives included) that large.
+            Respond::Upgraded => return Box::pin(upgraded(conn, plan, o, &mut up)).await,
         }
     }
 }

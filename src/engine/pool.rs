@@ -35,7 +35,6 @@ struct Key {
     idle: Vec<Idle>,
 }
 
-#[derive(Default)]
 struct Pools {
     upstream: Vec<Key>,
     /// Read buffers, each as long as it was lent (never shrunk, so never zeroed again).
@@ -45,7 +44,14 @@ struct Pools {
 }
 
 thread_local! {
-    static POOLS: RefCell<Pools> = RefCell::new(Pools::default());
+    // Const-initialised: no lazy-initialisation check on every access.
+    static POOLS: RefCell<Pools> = const {
+        RefCell::new(Pools {
+            upstream: Vec::new(),
+            buffers: Vec::new(),
+            scratch: Vec::new(),
+        })
+    };
 }
 
 /// Takes a live idle connection to `addr` for `color`, if one is pooled and younger than

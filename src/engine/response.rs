@@ -102,8 +102,20 @@ pub fn parse<'b, 'h>(
         close: minor == 0,
         names_fields: false,
     };
+    // One pass: connection options, and the framing fields for framing().
+    let mut te = None;
+    let mut len = Ok(None);
     for h in r.headers {
-        if Field::of(h.name) == Field::Connection {
+        let f = Field::of(h.name);
+        if f == Field::TransferEncoding {
+            te = Some(h.value);
+        } else if f == Field::ContentLength {
+            len = match (len, parse_length(h.value)) {
+                (Ok(None), Some(n)) => Ok(Some(n)),
+                (Ok(Some(l)), Some(n)) if l == n => Ok(Some(n)),
+                _ => Err(BadResponse::Length),
+            };
+        } else if f == Field::Connection {
             for o in h.value.split(|&c| c == b',').map(trim_ows) {
                 if o.eq_ignore_ascii_case(b"close") {
                     r.close = true;
@@ -117,7 +129,7 @@ pub fn parse<'b, 'h>(
             }
         }
     }
-    r.framing = framing(&r, head)?;
+    r.framing = framing(&r, head, te, len)?;
     Ok(Some(r))
 }
 
@@ -126,11 +138,16 @@ pub const MAX_HEAD: usize = 64 * 1024;
 
 /// RFC 9112 §6.3 for responses: no body for HEAD, 1xx, 204, 304; chunked when it is the last
 /// coding; any other coding, or no length at all, runs until the backend closes.
-fn framing(r: &Response<'_, '_>, head: bool) -> Result<Framing, BadResponse> {
+fn framing(
+    r: &Response<'_, '_>,
+    head: bool,
+    te: Option<&[u8]>,
+    len: Result<Option<u64>, BadResponse>,
+) -> Result<Framing, BadResponse> {
     if head || r.status < 200 || r.status == 204 || r.status == 304 {
         return Ok(Framing::Empty);
     }
-    if let Some(te) = r.headers_named("transfer-encoding").last() {
+    if let Some(te) = te {
         let last = te
             .rsplit(|&c| c == b',')
             .next()
@@ -142,15 +159,7 @@ fn framing(r: &Response<'_, '_>, head: bool) -> Result<Framing, BadResponse> {
             Framing::Close
         });
     }
-    let mut len = None;
-    for v in r.headers_named("content-length") {
-        let n = parse_length(v).ok_or(BadResponse::Length)?;
-        if len.is_some_and(|l| l != n) {
-            return Err(BadResponse::Length);
-        }
-        len = Some(n);
-    }
-    Ok(match len {
+    Ok(match len? {
         Some(n) => Framing::Length(n),
         None => Framing::Close,
     })
