@@ -443,3 +443,25 @@ async fn exchange_quick(addr: SocketAddr, bytes: &[u8]) -> Raw {
     s.write_all(bytes).await.expect("send");
     read_all(&mut s, Duration::from_millis(800)).await
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 7 (RFC 9110 §8.6 / RFC 9112 §6.1 deviation, client desync for lenient clients):
+// a 204 (or 1xx) is passed on with the backend's `Transfer-Encoding: chunked`; a client that
+// trusts the header waits for a chunked body that never comes and reads the next response as
+// it. response.rs write_client keeps framing fields whenever the mode is Pass.
+
+#[tokio::test]
+async fn no_content_responses_carry_no_transfer_encoding() {
+    let be = RawBackend::start().await;
+    let p = proxy_for(&be).await;
+    be.script([Answer::Reply(
+        b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+    )]);
+    let r = one_get(&p).await;
+    assert!(r.text.starts_with("HTTP/1.1 204"), "{:?}", r.text);
+    assert!(
+        !head_of(&r.text).contains("transfer-encoding"),
+        "a 204 went to the client with Transfer-Encoding: {:?}",
+        r.text
+    );
+}
