@@ -465,3 +465,22 @@ async fn no_content_responses_carry_no_transfer_encoding() {
         r.text
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 8 (regression, counted against the color): a response head longer than the
+// engine's read buffer (max_header_bytes + 1, 16 KiB by default) is a 502 "not valid HTTP"
+// and an upstream protocol error, although response.rs accepts heads up to MAX_HEAD (64 KiB)
+// and pingora's path passed them. Big CSP / Set-Cookie heads are real; a switch to a color
+// that sends them would be rolled back for it.
+
+#[tokio::test]
+async fn a_20_kib_response_head_is_passed_on() {
+    let be = RawBackend::start().await;
+    let p = proxy_for(&be).await;
+    let big = "x".repeat(20 * 1024);
+    be.script([Answer::Reply(
+        format!("HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: 2\r\n\r\nok").into_bytes(),
+    )]);
+    let r = one_get(&p).await;
+    assert_eq!(r.status(), 200, "{:?}", &r.text[..r.text.len().min(300)]);
+}
