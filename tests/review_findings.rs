@@ -484,3 +484,59 @@ async fn a_20_kib_response_head_is_passed_on() {
     let r = one_get(&p).await;
     assert_eq!(r.status(), 200, "{:?}", &r.text[..r.text.len().min(300)]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 9 (handover never happens): relay.rs writes server-to-client data with a plain
+// `client.write_all` and only looks at the drain's closing flag between reads, so a
+// WebSocket client that stops reading while its backend sends pins the relay in that write:
+// the drain deadline's 1012 never goes out, the old color's WebSocket never ends, and the
+// backend stays blocked. No write timeout cuts it either.
+
+#[tokio::test]
+async fn a_websocket_whose_client_stopped_reading_is_still_ended_by_the_drain() {
+    let ended = Arc::new(AtomicBool::new(false));
+    let e = ended.clone();
+    let addr = backend(move |mut s, _head| {
+        let e = e.clone();
+        async move {
+            let ok = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+            if s.write_all(ok).await.is_err() {
+                return;
+            }
+            // Unmasked binary frames of 64 KiB, as long as the proxy takes them.
+            let mut frame = vec![0x82, 127];
+            frame.extend_from_slice(&(65536u64).to_be_bytes());
+            frame.extend(std::iter::repeat_n(b'x', 65536));
+            while s.write_all(&frame).await.is_ok() {}
+            e.store(true, Ordering::SeqCst);
+        }
+    })
+    .await;
+    let mut setup = Setup::new(route_to(addr));
+    setup.switch =
+        "[switch]\ngate_timeout = \"5s\"\ndrain_timeout = \"1s\"\nwatch = \"1s\"\nmax_errors = 3\n"
+            .into();
+    let p = Proxy::start(&setup).await;
+    p.wait_healthy().await;
+    let mut c = TcpStream::connect(p.addr()).await.expect("connect");
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let mut first = [0u8; 12];
+    c.read_exact(&mut first).await.expect("101");
+    assert_eq!(&first, b"HTTP/1.1 101");
+    // From here the client reads nothing; the backend fills every buffer on the way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(p.ctl_last("switch green").await, "ok active=green");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ended.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ended.load(Ordering::SeqCst),
+        "20 s after a switch with drain_timeout 1s, the old color's WebSocket (client not reading) is still relayed"
+    );
+    drop(c);
+}
