@@ -9,6 +9,11 @@
 //! - No upstream timeout: a backend that never answers, or a client that never reads, holds
 //!   both connections forever.
 //! - Pooled connections of a server nobody asks for again are never closed.
+//! - A 204 keeps the backend's `Transfer-Encoding`.
+//! - A response head over the read buffer (16 KiB by default) is a 502 counted on the color.
+//! - A WebSocket whose client stopped reading survives the drain deadline (no 1012, no end).
+//!
+//! The h2c tunnel is reproduced by tests/smuggling.rs (`h2c_upgrade_never_becomes_a_tunnel`).
 //!
 //! Waits are generous bounds on "eventually", never a measured duration.
 
