@@ -266,9 +266,14 @@ async fn connect(
             return Ok((s, true));
         }
     }
-    let s = tokio::time::timeout(app.cfg.connect_timeout, TcpStream::connect(b.addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    // Boxed: a new connection is the uncommon case under keep-alive, and its future (the
+    // connect and its timer) would otherwise be part of every connection's future.
+    let s = Box::pin(tokio::time::timeout(
+        app.cfg.connect_timeout,
+        TcpStream::connect(b.addr),
+    ))
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = s.set_nodelay(true);
     Ok((s, false))
 }
@@ -285,7 +290,7 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
             o.failure = Some(Failure::ClientProtocol);
             if conn.send_refusal(BAD_CHUNK).await {
                 o.status = 400;
-                conn.linger().await;
+                Box::pin(conn.linger()).await;
             }
             return Next::Close;
         }
@@ -317,7 +322,7 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
                     continue;
                 }
                 o.failure = Some(Failure::Connect);
-                return error_page(conn, plan, o, &body).await;
+                return Box::pin(error_page(conn, plan, o, &body)).await;
             }
         };
         if let Err(e) = up.write_all(&plan.out).await {
@@ -329,7 +334,7 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
             }
             tracing::debug!(server = %plan.backend.addr, "sending the request failed: {e}");
             o.fail(app, plan.color, Failure::Reset);
-            return error_page(conn, plan, o, &body).await;
+            return Box::pin(error_page(conn, plan, o, &body)).await;
         }
         let mut ubuf = pool::buffer(size);
         let r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf).await;
@@ -352,7 +357,7 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
             }
             Respond::DeadBeforeAnyByte => {
                 o.fail(app, plan.color, Failure::Reset);
-                return error_page(conn, plan, o, &body).await;
+                return Box::pin(error_page(conn, plan, o, &body)).await;
             }
             // Boxed: an upgraded session's relay is large and rare, and would otherwise
             // make every connection's future (idle keep-alives included) that large.
@@ -407,13 +412,13 @@ async fn respond(
                 Parsed::Bad(e) => {
                     tracing::debug!(server = %plan.backend.addr, "{e}");
                     o.fail(conn.app, plan.color, Failure::Protocol);
-                    return done(error_page(conn, plan, o, body).await);
+                    return done(Box::pin(error_page(conn, plan, o, body)).await);
                 }
                 Parsed::Final(h) => break h,
             }
             if ulen == ubuf.len() {
                 o.fail(conn.app, plan.color, Failure::Protocol);
-                return done(error_page(conn, plan, o, body).await);
+                return done(Box::pin(error_page(conn, plan, o, body)).await);
             }
         }
         if conn.rbuf.is_empty() && !body.is_done() {
@@ -432,7 +437,7 @@ async fn respond(
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
                     o.fail(conn.app, plan.color, Failure::Reset);
-                    return done(error_page(conn, plan, o, body).await);
+                    return done(Box::pin(error_page(conn, plan, o, body)).await);
                 }
             },
             r = conn.client.read(&mut conn.rbuf[rlen..]), if sending => match r {
@@ -444,11 +449,11 @@ async fn respond(
                         if f == Failure::ClientProtocol {
                             if conn.send_refusal(BAD_CHUNK).await {
                                 o.status = 400;
-                                conn.linger().await;
+                                Box::pin(conn.linger()).await;
                             }
                             return done(Next::Close);
                         }
-                        return done(error_page(conn, plan, o, body).await);
+                        return done(Box::pin(error_page(conn, plan, o, body)).await);
                     }
                 }
                 _ => {
@@ -603,7 +608,7 @@ async fn send_response(
                 o.fail(conn.app, plan.color, Failure::Protocol);
                 if !head_sent {
                     plan.out.clear();
-                    return done(error_page(conn, plan, o, body).await);
+                    return done(Box::pin(error_page(conn, plan, o, body)).await);
                 }
                 return done(Next::Close);
             }
@@ -639,7 +644,7 @@ async fn send_response(
                 Next::KeepAlive
             };
             if next == Next::Close {
-                conn.close_after_response().await;
+                Box::pin(conn.close_after_response()).await;
             }
             return Respond::Done { next, reusable };
         }
@@ -653,7 +658,7 @@ async fn send_response(
                         let _ = conn.client.write_all(&plan.out).await;
                         plan.out.clear();
                     }
-                    conn.close_after_response().await;
+                    Box::pin(conn.close_after_response()).await;
                     return done(Next::Close);
                 }
                 o.fail(conn.app, plan.color, Failure::Reset);

@@ -258,12 +258,15 @@ fn check_fields(r: &mut Request<'_, '_>) -> Result<(), Refusal> {
         r.host = host;
     }
     r.framing = framing(r.minor, te, cl)?;
+    // Only WebSocket: another protocol (h2c above all) must never become a tunnel the
+    // engine cannot read; its Upgrade field is dropped and the request goes as plain HTTP.
     r.upgrade = r.upgrade
         && r.minor == 1
         && r.method == "GET"
-        && r.headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+        && r.headers.iter().any(|h| {
+            Field::of(h.name) == Field::Upgrade
+                && trim_ows(h.value).eq_ignore_ascii_case(b"websocket")
+        });
     Ok(())
 }
 
@@ -279,6 +282,17 @@ fn connection_options<'b>(r: &mut Request<'b, '_>, value: &'b [u8]) -> Result<()
         } else if o.eq_ignore_ascii_case(b"upgrade") {
             r.upgrade = true;
         } else {
+            // Dropping these as hop-by-hop would strip the message's framing (or its Host)
+            // on the way up while the body still follows: refused.
+            let name = std::str::from_utf8(o).unwrap_or("");
+            if matches!(
+                Field::of(name),
+                Field::ContentLength | Field::TransferEncoding | Field::Host
+            ) {
+                return Err(Refusal::BadRequest(
+                    "Connection may not name Content-Length, Transfer-Encoding or Host",
+                ));
+            }
             if r.n_options == MAX_CONNECTION_OPTIONS {
                 return Err(Refusal::BadRequest("too many Connection options"));
             }
@@ -525,6 +539,9 @@ mod tests {
             (b"GET /#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400),
             (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close, Content-Length\r\nContent-Length: 5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n", 400),
             (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 200),
             (b"GET / HTTP/1.0\r\n\r\n", 200),
             (b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
@@ -626,6 +643,14 @@ mod tests {
         .expect("complete");
         assert!(up.contains("\r\nUpgrade: websocket\r\n"), "{up}");
         assert!(up.ends_with("Connection: upgrade\r\n\r\n"), "{up}");
+        // h2c is not a WebSocket: no upgrade, its fields dropped, plain HTTP upstream.
+        let (up, _) = check(
+            b"GET /h HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
+        )
+        .expect("ok")
+        .expect("complete");
+        assert!(!up.to_ascii_lowercase().contains("upgrade"), "{up}");
+        assert!(!up.contains("HTTP2-Settings"), "{up}");
     }
 
     #[test]
