@@ -1,6 +1,7 @@
 //! Review of the HTTP/1.1 engine (issue 11) before it merges: each test reproduces one
 //! finding, raw bytes in and raw bytes out against the real binary. They FAIL on the engine as
-//! reviewed (branch `engine` at b7f8fad); each states what a correct proxy does instead.
+//! reviewed (branch `engine` at b7f8fad, rechecked at 4af8989); each states what a correct
+//! proxy does instead.
 //!
 //! - Connection-named framing fields (request and response): smuggling / client desync.
 //! - The request body stops flowing once the response head arrives: full-duplex exchanges
@@ -13,7 +14,11 @@
 //! - A response head over the read buffer (16 KiB by default) is a 502 counted on the color.
 //! - A WebSocket whose client stopped reading survives the drain deadline (no 1012, no end).
 //!
-//! The h2c tunnel is reproduced by tests/smuggling.rs (`h2c_upgrade_never_becomes_a_tunnel`).
+//! - A second `Upgrade: h2c` line rides along a WebSocket upgrade and any 101 is relayed
+//!   (bypass of 4af8989's h2c fix; the single-line case is in tests/smuggling.rs).
+//!
+//! Findings 1 (Connection naming Content-Length / Transfer-Encoding) are fixed at 4af8989;
+//! their tests stay as regression tests.
 //!
 //! Waits are generous bounds on "eventually", never a measured duration.
 
@@ -544,4 +549,37 @@ async fn a_websocket_whose_client_stopped_reading_is_still_ended_by_the_drain() 
         "20 s after a switch with drain_timeout 1s, the old color's WebSocket (client not reading) is still relayed"
     );
     drop(c);
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 10 (tunnel past the front door, bypass of 4af8989's h2c fix): a request with one
+// `Upgrade: websocket` line counts as a WebSocket upgrade, but write_upstream then forwards
+// every Upgrade line (head.rs `Field::Upgrade => !r.upgrade`), a second `Upgrade: h2c`
+// included, and response.rs accepts any 101 for an upgrade request whatever protocol it
+// switches to. An h2c-capable backend may pick h2c, and the client gets an HTTP/2 tunnel.
+
+#[tokio::test]
+async fn a_second_upgrade_line_never_makes_an_h2c_tunnel() {
+    let be = RawBackend::start().await;
+    let p = proxy_for(&be).await;
+    be.script([Answer::Upgrade(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec(),
+    )]);
+    let mut c = TcpStream::connect(p.addr()).await.expect("connect");
+    c.write_all(
+        b"GET /h HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let r = read_all(&mut c, Duration::from_millis(800)).await;
+    let _ = c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let rec = be.settle(1, Duration::from_secs(1)).await;
+    let up = String::from_utf8_lossy(&rec.raw).to_ascii_lowercase();
+    assert!(
+        !up.contains("upgrade: h2c") && !r.text.starts_with("HTTP/1.1 101"),
+        "h2c offered upstream and/or a 101 to h2c relayed: backend got {}; client got {:?}; tunnel {}",
+        show(&rec.raw),
+        r.text,
+        show(&rec.tunnel)
+    );
 }
