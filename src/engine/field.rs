@@ -24,22 +24,32 @@ pub enum Field {
 
 impl Field {
     pub fn of(name: &str) -> Field {
-        let is = |f: &str| name.eq_ignore_ascii_case(f);
-        match name.len() {
-            2 if is("te") => Field::Te,
-            4 if is("host") => Field::Host,
-            4 if is("vary") => Field::Vary,
-            6 if is("expect") => Field::Expect,
-            7 if is("upgrade") => Field::Upgrade,
-            10 if is("connection") => Field::Connection,
-            10 if is("keep-alive") => Field::KeepAlive,
-            14 if is("content-length") => Field::ContentLength,
-            14 if is("http2-settings") => Field::Http2Settings,
-            15 if is("x-forwarded-for") => Field::XForwardedFor,
-            16 if is("proxy-connection") => Field::ProxyConnection,
-            17 if is("transfer-encoding") => Field::TransferEncoding,
-            17 if is("x-forwarded-proto") => Field::XForwardedProto,
-            _ => Field::Other,
+        let b = name.as_bytes();
+        let Some(&first) = b.first() else {
+            return Field::Other;
+        };
+        // Length and first letter pick the one candidate; most names are not special and
+        // stop here without a comparison.
+        let (field, special) = match (b.len(), first | 0x20) {
+            (2, b't') => (Field::Te, "te"),
+            (4, b'h') => (Field::Host, "host"),
+            (4, b'v') => (Field::Vary, "vary"),
+            (6, b'e') => (Field::Expect, "expect"),
+            (7, b'u') => (Field::Upgrade, "upgrade"),
+            (10, b'c') => (Field::Connection, "connection"),
+            (10, b'k') => (Field::KeepAlive, "keep-alive"),
+            (14, b'c') => (Field::ContentLength, "content-length"),
+            (14, b'h') => (Field::Http2Settings, "http2-settings"),
+            (15, b'x') => (Field::XForwardedFor, "x-forwarded-for"),
+            (16, b'p') => (Field::ProxyConnection, "proxy-connection"),
+            (17, b't') => (Field::TransferEncoding, "transfer-encoding"),
+            (17, b'x') => (Field::XForwardedProto, "x-forwarded-proto"),
+            _ => return Field::Other,
+        };
+        if name.eq_ignore_ascii_case(special) {
+            field
+        } else {
+            Field::Other
         }
     }
 
@@ -71,6 +81,9 @@ mod tests {
         assert_eq!(Field::of("content-lengthx"), Field::Other);
         assert_eq!(Field::of("x-content-length"), Field::Other);
         assert_eq!(Field::of(""), Field::Other);
+        assert_eq!(Field::of("Content-Type"), Field::Other);
+        assert_eq!(Field::of("Cache-Control"), Field::Other);
+        assert_eq!(Field::of("Tk"), Field::Other);
         assert!(Field::of("Keep-Alive").is_hop_by_hop());
         assert!(!Field::of("Host").is_hop_by_hop());
     }
