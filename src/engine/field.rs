@@ -46,7 +46,7 @@ impl Field {
             (17, b'x') => (Field::XForwardedProto, "x-forwarded-proto"),
             _ => return Field::Other,
         };
-        if name.eq_ignore_ascii_case(special) {
+        if eq_lower(b, special.as_bytes()) {
             field
         } else {
             Field::Other
@@ -67,6 +67,14 @@ impl Field {
     }
 }
 
+/// Case-insensitive equality with a lower-case special name made of letters, digits and
+/// '-': setting bit 5 maps only 'A'-'Z' onto 'a'-'z' among the bytes a header name may hold
+/// (httparse allows only token characters there), with none of the general case-folding's
+/// branches.
+fn eq_lower(name: &[u8], special: &[u8]) -> bool {
+    name.len() == special.len() && name.iter().zip(special).all(|(&a, &b)| a | 0x20 == b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +92,8 @@ mod tests {
         assert_eq!(Field::of("Content-Type"), Field::Other);
         assert_eq!(Field::of("Cache-Control"), Field::Other);
         assert_eq!(Field::of("Tk"), Field::Other);
+        assert_eq!(Field::of("x-forwarded-for"), Field::XForwardedFor);
+        assert_eq!(Field::of("X-FORWARDED-FOR"), Field::XForwardedFor);
         assert!(Field::of("Keep-Alive").is_hop_by_hop());
         assert!(!Field::of("Host").is_hop_by_hop());
     }
