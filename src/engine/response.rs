@@ -219,8 +219,12 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
             Field::Vary => gzip,
             _ => f.is_hop_by_hop(),
         };
+        // Connection may not remove the framing fields (RFC 9112 §6.1 makes them the
+        // message's own): dropping one would leave the client reading this body as the
+        // next response. The same rule as head.rs applies to requests.
+        let framing_field = matches!(f, Field::ContentLength | Field::TransferEncoding);
         if skip
-            || named_in_connection(r, n)
+            || (!framing_field && named_in_connection(r, n))
             || side
                 .rules
                 .iter()
@@ -424,6 +428,26 @@ mod tests {
         );
         assert_eq!(mode, Out::Pass);
         assert_eq!(h, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Frame-Options: DENY\r\nConnection: close\r\n\r\n");
+    }
+
+    #[test]
+    fn connection_cannot_remove_framing_fields() {
+        let side = ClientSide {
+            rules: &[],
+            http10: false,
+            close: false,
+            gzip: false,
+        };
+        let (h, _) = client_head(
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+            side,
+        );
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let (h, _) = client_head(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+            side,
+        );
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
     }
 
     #[test]
