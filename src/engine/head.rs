@@ -346,7 +346,8 @@ pub struct Forwarding<'a> {
 /// Writes the upstream head into `out` (cleared first): origin-form request line as
 /// HTTP/1.1, the client's fields minus hop-by-hop ones, the stripped header and the old
 /// forwarding fields; then `Host` when needed, one `X-Forwarded-For` with the client
-/// appended, `X-Forwarded-Proto`, and `Connection: upgrade` for an upgrade. Returns where the
+/// appended, `X-Forwarded-Proto`, and exactly `Upgrade: websocket` + `Connection: upgrade`
+/// for an upgrade (the client's other Upgrade values are dropped). Returns where the
 /// `Host` line written for a host-less HTTP/1.0 request is, so a retry on another server can
 /// rewrite it.
 pub fn write_upstream(
@@ -368,7 +369,9 @@ pub fn write_upstream(
         let n = h.name;
         let f = Field::of(n);
         let skip = match f {
-            Field::Upgrade => !r.upgrade,
+            // Written below, once: a second Upgrade line (h2c) must not ride along a
+            // WebSocket upgrade and let the backend pick a protocol the engine cannot read.
+            Field::Upgrade => true,
             Field::XForwardedProto | Field::XForwardedFor => true,
             Field::Host => r.authority.is_some(),
             _ => r.hop_by_hop(f, n),
@@ -420,7 +423,7 @@ pub fn write_upstream(
         b"X-Forwarded-Proto: http\r\n"
     });
     if r.upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
+        out.extend_from_slice(b"Upgrade: websocket\r\nConnection: upgrade\r\n");
     }
     out.extend_from_slice(b"\r\n");
     host_line
@@ -651,6 +654,14 @@ mod tests {
         .expect("complete");
         assert!(!up.to_ascii_lowercase().contains("upgrade"), "{up}");
         assert!(!up.contains("HTTP2-Settings"), "{up}");
+        // A second Upgrade line never goes along with a WebSocket upgrade.
+        let (up, _) = check(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(up.to_ascii_lowercase().matches("upgrade:").count(), 1, "{up}");
+        assert!(up.contains("\r\nUpgrade: websocket\r\n"), "{up}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum BadResponse {
     Length,
     #[error("the backend switched protocols without being asked")]
     UnaskedUpgrade,
+    #[error("the backend switched to a protocol other than WebSocket")]
+    NotWebSocket,
 }
 
 #[derive(Debug)]
@@ -92,6 +94,11 @@ pub fn parse<'b, 'h>(
         return Err(BadResponse::UnaskedUpgrade);
     }
     let headers: &'h [httparse::Header<'b>] = resp.headers;
+    if status == 101 && !switches_to_websocket(headers) {
+        // Only a WebSocket was asked for: anything else (h2c) would be a tunnel the engine
+        // cannot read, so it is never relayed.
+        return Err(BadResponse::NotWebSocket);
+    }
     let mut r = Response {
         status,
         reason: resp.reason.unwrap_or(""),
@@ -131,6 +138,15 @@ pub fn parse<'b, 'h>(
     }
     r.framing = framing(&r, head, te, len)?;
     Ok(Some(r))
+}
+
+/// Whether a 101's `Upgrade` says exactly `websocket` (one line, one value).
+fn switches_to_websocket(headers: &[httparse::Header<'_>]) -> bool {
+    let mut upgrades = headers.iter().filter(|h| Field::of(h.name) == Field::Upgrade);
+    matches!(
+        (upgrades.next(), upgrades.next()),
+        (Some(h), None) if trim_ows(h.value).eq_ignore_ascii_case(b"websocket")
+    )
 }
 
 /// The largest response head accepted from a backend.
@@ -392,6 +408,22 @@ mod tests {
         assert_eq!(
             f(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
             Err(BadResponse::UnaskedUpgrade)
+        );
+        let asked = |raw: &[u8]| {
+            let mut h = super::super::head::fields();
+            parse(raw, &mut h, false, true).map(|r| r.map(|r| r.status))
+        };
+        assert_eq!(
+            asked(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"),
+            Err(BadResponse::NotWebSocket)
+        );
+        assert_eq!(
+            asked(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            Err(BadResponse::NotWebSocket)
+        );
+        assert_eq!(
+            asked(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\n\r\n"),
+            Ok(Some(101))
         );
     }
 
