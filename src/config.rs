@@ -94,6 +94,10 @@ fn default_upstream_idle() -> Dur {
 fn default_connect_timeout() -> Dur {
     dur(2)
 }
+/// nginx's proxy_read_timeout / send_timeout.
+fn default_io_timeout() -> Dur {
+    dur(60)
+}
 fn default_header_name() -> Spanned<String> {
     Spanned::new(0..0, "x-switchyard-color".into())
 }
@@ -190,6 +194,13 @@ struct RawServer {
     upstream_idle_timeout: Dur,
     #[serde(default = "default_connect_timeout")]
     connect_timeout: Dur,
+    /// Longest wait for the backend's next bytes once the request is sent: for its head
+    /// (then 504) and between body reads (then the connection is cut).
+    #[serde(default = "default_io_timeout")]
+    upstream_read_timeout: Dur,
+    /// Longest a write to the client may stall (a client that stops reading).
+    #[serde(default = "default_io_timeout")]
+    client_send_timeout: Dur,
     /// pingora's socket for a zero-downtime binary upgrade.
     upgrade_sock: Option<PathBuf>,
 }
@@ -200,6 +211,8 @@ impl Default for RawServer {
             threads: default_threads(),
             upstream_idle_timeout: default_upstream_idle(),
             connect_timeout: default_connect_timeout(),
+            upstream_read_timeout: default_io_timeout(),
+            client_send_timeout: default_io_timeout(),
             upgrade_sock: None,
         }
     }
@@ -411,6 +424,8 @@ pub struct Config {
     pub threads: usize,
     pub upstream_idle_timeout: Duration,
     pub connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    pub client_send_timeout: Duration,
     pub upgrade_sock: PathBuf,
     pub admin_socket: PathBuf,
     pub metrics: Option<SocketAddr>,
@@ -702,6 +717,13 @@ fn validate(
             "[health] interval and timeout must be greater than zero".into(),
         ));
     }
+    if raw.server.upstream_read_timeout.0.is_zero() || raw.server.client_send_timeout.0.is_zero() {
+        return Err(at(
+            0..0,
+            "[server] upstream_read_timeout and client_send_timeout must be greater than zero"
+                .into(),
+        ));
+    }
     let switch = switch_config(raw.switch, at)?;
     let preview = match raw.preview {
         None => None,
@@ -845,6 +867,8 @@ fn validate(
         threads,
         upstream_idle_timeout: raw.server.upstream_idle_timeout.0,
         connect_timeout: raw.server.connect_timeout.0,
+        upstream_read_timeout: raw.server.upstream_read_timeout.0,
+        client_send_timeout: raw.server.client_send_timeout.0,
         upgrade_sock,
         admin_socket: raw.admin.socket,
         metrics,

@@ -171,9 +171,13 @@ pub enum Failure {
     Protocol,
     /// The backend closed or reset the connection.
     Reset,
+    /// The backend sent nothing (or took nothing) for `[server] upstream_read_timeout`:
+    /// 504 before its head, a cut connection after it.
+    Timeout,
     /// The client hung up or reset.
     ClientGone,
-    /// The client stopped sending its body.
+    /// The client stopped sending its body, or stopped reading the response
+    /// (`[server] client_send_timeout`).
     ClientStalled,
     /// The client broke its own body's framing (answered 400).
     ClientProtocol,
@@ -185,6 +189,7 @@ impl Failure {
             Failure::Connect => (Origin::Upstream, Kind::Connect),
             Failure::Protocol => (Origin::Upstream, Kind::Protocol),
             Failure::Reset => (Origin::Upstream, Kind::Reset),
+            Failure::Timeout => (Origin::Upstream, Kind::Timeout),
             Failure::ClientGone => (Origin::Client, Kind::Reset),
             Failure::ClientStalled => (Origin::Client, Kind::Timeout),
             Failure::ClientProtocol => (Origin::Client, Kind::Protocol),
@@ -384,7 +389,12 @@ mod tests {
             let c = classify(Stage::BeforeHead, 0, Some(f.fault()));
             assert!(!c.counts, "{f:?} never counts against the color");
         }
-        for f in [Failure::Connect, Failure::Protocol, Failure::Reset] {
+        for f in [
+            Failure::Connect,
+            Failure::Protocol,
+            Failure::Reset,
+            Failure::Timeout,
+        ] {
             assert!(f.is_upstream());
             assert!(
                 classify(Stage::BeforeHead, 0, Some(f.fault())).counts,

@@ -324,9 +324,11 @@ async fn upgraded_connection_half_closed_by_the_client_still_gets_the_backends_a
 // once the body is sent, the response body, or writes to a client that stopped reading.
 // Each holds a client connection, a backend connection and a max_connections slot forever
 // (pingora's path had its downstream read/write timeouts; nginx: proxy_read_timeout 60 s,
-// send_timeout 60 s). These use idle_timeout = 1s as the bound a fix would most likely use.
+// send_timeout 60 s). The fix bounds them by `[server] upstream_read_timeout` and
+// `client_send_timeout` (60 s by default, 1 s here).
 
 const SHORT: &str = "[limits]\nidle_timeout = \"1s\"\nheader_timeout = \"1s\"\n";
+const SHORT_SERVER: &str = "upstream_read_timeout = \"1s\"\nclient_send_timeout = \"1s\"\n";
 
 #[tokio::test]
 async fn a_backend_that_never_answers_is_given_up_on() {
@@ -342,6 +344,7 @@ async fn a_backend_that_never_answers_is_given_up_on() {
     .await;
     let mut setup = Setup::new(route_to(addr));
     setup.extra = SHORT.into();
+    setup.server_extra = SHORT_SERVER.into();
     let p = Proxy::start(&setup).await;
     let mut c = TcpStream::connect(p.addr()).await.expect("connect");
     c.write_all(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -350,7 +353,7 @@ async fn a_backend_that_never_answers_is_given_up_on() {
     let r = read_all(&mut c, Duration::from_secs(20)).await;
     assert!(
         r.closed || r.status() >= 500,
-        "20 s after the request, with idle_timeout 1s, the client still waits: {:?}",
+        "20 s after the request, with upstream_read_timeout 1s, the client still waits: {:?}",
         r.text
     );
 }
@@ -378,6 +381,7 @@ async fn a_client_that_never_reads_releases_the_backend() {
     .await;
     let mut setup = Setup::new(route_to(addr));
     setup.extra = SHORT.into();
+    setup.server_extra = SHORT_SERVER.into();
     let p = Proxy::start(&setup).await;
     let mut c = TcpStream::connect(p.addr()).await.expect("connect");
     c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -390,7 +394,7 @@ async fn a_client_that_never_reads_releases_the_backend() {
     }
     assert!(
         done.load(Ordering::SeqCst),
-        "20 s on, with idle_timeout 1s, the proxy still holds the backend for a client that reads nothing"
+        "20 s on, with client_send_timeout 1s, the proxy still holds the backend for a client that reads nothing"
     );
     drop(c);
 }

@@ -18,7 +18,7 @@ use super::framing::{Body, Framing};
 use super::gzip::Gzip;
 use super::head::{self, Forwarding};
 use super::response::{self, ClientSide, Out};
-use super::{pool, relay, Conn, Next};
+use super::{bodies, pool, relay, Conn, Next};
 use crate::app::App;
 use crate::color::Color;
 use crate::edge::Refusal;
@@ -378,32 +378,37 @@ enum Respond {
 }
 
 /// Reads the response head (relaying interim ones) while the rest of the request body goes
-/// up, then sends the response to the client.
+/// up, then sends the response to the client. The backend has `upstream_read_timeout` for
+/// its head once the body is sent (then the client gets a 504).
 async fn respond(
     conn: &mut Conn<'_>,
     plan: &mut Plan,
     o: &mut Outcome,
     body: &mut Body,
     up: &mut TcpStream,
-    ubuf: &mut [u8],
+    ubuf: &mut Vec<u8>,
 ) -> Respond {
     let mut ulen = 0;
     let size = conn.engine.buf_size;
+    let cfg = &conn.app.cfg;
     // A client that stops sending its body for idle_timeout is cut: it would hold a backend
     // connection forever otherwise.
-    let body_stall = conn.app.cfg.limits.idle_timeout;
+    let body_stall = cfg.limits.idle_timeout;
     let mut body_deadline = tokio::time::Instant::now() + body_stall;
+    let mut head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
     let head = loop {
         if ulen > 0 {
             match final_head(conn, plan, o, body, &ubuf[..ulen]) {
                 Parsed::Incomplete => {}
                 Parsed::Interim(n, forward) => {
-                    if forward
-                        && (conn.client.write_all(&ubuf[..n]).await.is_err()
-                            || conn.client.flush().await.is_err())
-                    {
-                        o.failure = Some(Failure::ClientGone);
-                        return done(Next::Close);
+                    if let Some(h) = forward {
+                        let sent =
+                            bodies::send(&mut conn.client, &h, cfg.client_send_timeout).await;
+                        pool::give_back_scratch(h);
+                        if let Err(f) = sent {
+                            o.failure = Some(f);
+                            return done(Next::Close);
+                        }
                     }
                     ubuf.copy_within(n..ulen, 0);
                     ulen -= n;
@@ -417,8 +422,13 @@ async fn respond(
                 Parsed::Final(h) => break h,
             }
             if ulen == ubuf.len() {
-                o.fail(conn.app, plan.color, Failure::Protocol);
-                return done(Box::pin(error_page(conn, plan, o, body)).await);
+                if ubuf.len() >= response::MAX_HEAD {
+                    o.fail(conn.app, plan.color, Failure::Protocol);
+                    return done(Box::pin(error_page(conn, plan, o, body)).await);
+                }
+                // Response heads may be larger than request heads (cookies, CSP): this
+                // exchange's buffer grows up to MAX_HEAD.
+                ubuf.resize(response::MAX_HEAD, 0);
             }
         }
         if conn.rbuf.is_empty() && !body.is_done() {
@@ -427,13 +437,21 @@ async fn respond(
         let rlen = conn.rlen;
         let sending = !body.is_done();
         tokio::select! {
-            // An async block: no timer is even created unless a body is being sent.
+            // Async blocks: no timer is even created unless it is needed.
             _ = async { tokio::time::sleep_until(body_deadline).await }, if sending => {
                 o.failure = Some(Failure::ClientStalled);
                 return done(Next::Close);
             },
+            _ = async { tokio::time::sleep_until(head_deadline).await }, if !sending => {
+                tracing::debug!(server = %plan.backend.addr, "no response head in time");
+                o.fail(conn.app, plan.color, Failure::Timeout);
+                return done(Box::pin(error_page(conn, plan, o, body)).await);
+            },
             r = up.read(&mut ubuf[ulen..]) => match r {
-                Ok(n) if n > 0 => ulen += n,
+                Ok(n) if n > 0 => {
+                    ulen += n;
+                    head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+                }
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
                     o.fail(conn.app, plan.color, Failure::Reset);
@@ -454,6 +472,9 @@ async fn respond(
                             return done(Next::Close);
                         }
                         return done(Box::pin(error_page(conn, plan, o, body)).await);
+                    }
+                    if body.is_done() {
+                        head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
                     }
                 }
                 _ => {
@@ -496,9 +517,7 @@ async fn send_body(
         .feed(&conn.rbuf[..conn.rlen], &mut |_| {})
         .map_err(|_| Failure::ClientProtocol)?;
     if n > 0 {
-        up.write_all(&conn.rbuf[..n])
-            .await
-            .map_err(|_| Failure::Reset)?;
+        bodies::send_up(up, &conn.rbuf[..n], conn.app.cfg.upstream_read_timeout).await?;
         conn.consume(n);
     }
     Ok(())
@@ -516,8 +535,9 @@ struct FinalHead {
 
 enum Parsed {
     Incomplete,
-    /// An interim (1xx) head of this length; whether it goes to the client.
-    Interim(usize, bool),
+    /// An interim (1xx) head of this length, and its rewritten form for the client (none
+    /// for an HTTP/1.0 client, which cannot read one).
+    Interim(usize, Option<Vec<u8>>),
     Bad(response::BadResponse),
     Final(FinalHead),
 }
@@ -537,7 +557,12 @@ fn final_head(
         Ok(Some(r)) => r,
     };
     if r.is_interim() {
-        return Parsed::Interim(r.head_len, !plan.http10);
+        let rewritten = (!plan.http10).then(|| {
+            let mut h = pool::scratch();
+            response::write_interim(&r, &mut h);
+            h
+        });
+        return Parsed::Interim(r.head_len, rewritten);
     }
     let gzip = plan.gzip
         && request::may_gzip(&ResponseFacts {
@@ -573,18 +598,132 @@ fn final_head(
     })
 }
 
-/// Sends the response head and body to the client, framing checked all the way.
+/// What became of a response's relay to the client.
+enum Relayed {
+    /// The body went whole; whether the backend sent bytes after it.
+    Whole { extra: bool },
+    /// A close-delimited body ended with the backend's close.
+    EndedByClose,
+    /// Nothing reached the client (its framing broke at once): it gets an error page.
+    Unsent,
+    /// Cut midway (the failure is on the outcome): both connections end.
+    Cut,
+}
+
+/// Sends the response head and body to the client, framing checked all the way; the rest
+/// of the request body keeps going up meanwhile.
 #[allow(clippy::too_many_arguments)]
 async fn send_response(
     conn: &mut Conn<'_>,
     plan: &mut Plan,
     o: &mut Outcome,
-    body: &Body,
+    body: &mut Body,
     up: &mut TcpStream,
     ubuf: &mut [u8],
-    mut ulen: usize,
+    ulen: usize,
     head: FinalHead,
 ) -> Respond {
+    let app = conn.app;
+    let relayed = if body.is_done() {
+        relay_response(app, &mut conn.client, up, plan, o, ubuf, ulen, &head).await
+    } else {
+        // Boxed: both directions at once is the rare case, and its future is large.
+        Box::pin(duplex(conn, plan, o, body, up, ubuf, ulen, &head)).await
+    };
+    match relayed {
+        Relayed::Unsent => done(Box::pin(error_page(conn, plan, o, body)).await),
+        Relayed::Cut => done(Next::Close),
+        Relayed::EndedByClose => {
+            Box::pin(conn.close_after_response()).await;
+            done(Next::Close)
+        }
+        Relayed::Whole { extra } => {
+            let reusable =
+                !extra && !head.upstream_close && head.framing != Framing::Close && body.is_done();
+            if head.client_close {
+                Box::pin(conn.close_after_response()).await;
+                return Respond::Done {
+                    next: Next::Close,
+                    reusable,
+                };
+            }
+            Respond::Done {
+                next: Next::KeepAlive,
+                reusable,
+            }
+        }
+    }
+}
+
+/// The response's relay and the request body's upload at once, over split sockets: a
+/// backend that answers before it has read the whole body (an echo) gets the rest.
+#[allow(clippy::too_many_arguments)]
+async fn duplex(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    body: &mut Body,
+    up: &mut TcpStream,
+    ubuf: &mut [u8],
+    ulen: usize,
+    head: &FinalHead,
+) -> Relayed {
+    let app = conn.app;
+    if conn.rbuf.is_empty() {
+        conn.rbuf = pool::buffer(conn.engine.buf_size);
+    }
+    let bounds = bodies::Bounds {
+        client_stall: app.cfg.limits.idle_timeout,
+        upstream: app.cfg.upstream_read_timeout,
+    };
+    let (mut cr, mut cw) = tokio::io::split(&mut conn.client);
+    let (mut ur, mut uw) = up.split();
+    let failed = {
+        let upload = bodies::upload(
+            &mut cr,
+            &mut conn.rbuf,
+            &mut conn.rlen,
+            body,
+            &mut uw,
+            bounds,
+        );
+        let download = relay_response(app, &mut cw, &mut ur, plan, o, ubuf, ulen, head);
+        tokio::pin!(upload, download);
+        let mut uploading = true;
+        loop {
+            tokio::select! {
+                // The response decides the end: the connection closes after it (the body
+                // was not complete when the head came), so an unfinished upload is dropped.
+                r = &mut download => return r,
+                r = &mut upload, if uploading => match r {
+                    Ok(()) => uploading = false,
+                    Err(f) => break f,
+                },
+            }
+        }
+    };
+    o.fail(app, plan.color, failed);
+    Relayed::Cut
+}
+
+/// Relays the response body from `up` to `client` (the head is in `plan.out`), gzipping
+/// or de-chunking as the head's mode says. The backend has `upstream_read_timeout` for each
+/// read, the client `client_send_timeout` for each write.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<W, R>(
+    app: &App,
+    client: &mut W,
+    up: &mut R,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    ubuf: &mut [u8],
+    mut ulen: usize,
+    head: &FinalHead,
+) -> Relayed
+where
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+{
     let mut rbody = Body::new(head.framing);
     let mut gz = match head.mode {
         Out::Gzip { chunked } => Some(Gzip::new(chunked)),
@@ -605,12 +744,12 @@ async fn send_response(
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!(server = %plan.backend.addr, "bad response body framing: {e}");
-                o.fail(conn.app, plan.color, Failure::Protocol);
+                o.fail(app, plan.color, Failure::Protocol);
                 if !head_sent {
                     plan.out.clear();
-                    return done(Box::pin(error_page(conn, plan, o, body)).await);
+                    return Relayed::Unsent;
                 }
-                return done(Next::Close);
+                return Relayed::Cut;
             }
         };
         ubuf.copy_within(n..ulen, 0);
@@ -621,69 +760,78 @@ async fn send_response(
             }
         }
         if !plan.out.is_empty() {
-            let w = conn.client.write_all(&plan.out).await;
-            if w.is_err() || conn.client.flush().await.is_err() {
-                o.failure = Some(Failure::ClientGone);
+            if let Err(f) = bodies::send(client, &plan.out, app.cfg.client_send_timeout).await {
+                o.failure = Some(f);
                 if !head_sent {
                     o.status = 0;
                 }
-                return done(Next::Close);
+                return Relayed::Cut;
             }
             o.bytes += (plan.out.len() - if head_sent { 0 } else { head_len }) as u64;
             head_sent = true;
             plan.out.clear();
         }
         if rbody.is_done() {
-            let reusable = ulen == 0
-                && !head.upstream_close
-                && head.framing != Framing::Close
-                && body.is_done();
-            let next = if head.client_close {
-                Next::Close
-            } else {
-                Next::KeepAlive
-            };
-            if next == Next::Close {
-                Box::pin(conn.close_after_response()).await;
-            }
-            return Respond::Done { next, reusable };
+            return Relayed::Whole { extra: ulen > 0 };
         }
-        match up.read(&mut ubuf[ulen..]).await {
-            Ok(k) if k > 0 => ulen += k,
-            _ => {
+        match bodies::within(app.cfg.upstream_read_timeout, up.read(&mut ubuf[ulen..])).await {
+            Some(Ok(k)) if k > 0 => ulen += k,
+            None => {
+                tracing::debug!(server = %plan.backend.addr, "the response body stalled");
+                o.fail(app, plan.color, Failure::Timeout);
+                return Relayed::Cut;
+            }
+            Some(_) => {
                 if rbody.eof().is_ok() {
                     // Close-delimited: the end of the stream is the end of the body.
                     if let Some(g) = gz.take() {
                         g.finish(&mut plan.out);
-                        let _ = conn.client.write_all(&plan.out).await;
+                        let t = app.cfg.client_send_timeout;
+                        let _ = bodies::send(client, &plan.out, t).await;
                         plan.out.clear();
                     }
-                    Box::pin(conn.close_after_response()).await;
-                    return done(Next::Close);
+                    return Relayed::EndedByClose;
                 }
-                o.fail(conn.app, plan.color, Failure::Reset);
-                return done(Next::Close);
+                o.fail(app, plan.color, Failure::Reset);
+                return Relayed::Cut;
             }
         }
     }
 }
 
-/// The client gets a 502 with the route's response headers (when nothing was sent to it
-/// yet); the connection continues only when the request's body was read whole.
+/// The client gets a 502 (504 when the backend did not answer in time) with the route's
+/// response headers (when nothing was sent to it yet); the connection continues only when
+/// the request's body was read whole.
 async fn error_page(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome, body: &Body) -> Next {
     let close = !plan.keep_alive || conn.leaving() || !body.is_done();
-    let text = match o.failure {
-        Some(Failure::Connect) => "switchyard: no server of this color could be reached\n",
-        Some(Failure::Protocol) => "switchyard: the server's response was not valid HTTP\n",
-        _ => "switchyard: the server closed the connection without an answer\n",
+    let (status, text) = match o.failure {
+        Some(Failure::Connect) => (
+            502,
+            "switchyard: no server of this color could be reached\n",
+        ),
+        Some(Failure::Protocol) => (
+            502,
+            "switchyard: the server's response was not valid HTTP\n",
+        ),
+        Some(Failure::Timeout) => (504, "switchyard: the server did not answer in time\n"),
+        _ => (
+            502,
+            "switchyard: the server closed the connection without an answer\n",
+        ),
     };
-    response::write_own(&mut plan.out, 502, text, &plan.route.headers, close);
-    let sent = conn.client.write_all(&plan.out).await.is_ok() && conn.client.flush().await.is_ok();
+    response::write_own(&mut plan.out, status, text, &plan.route.headers, close);
+    let sent = bodies::send(
+        &mut conn.client,
+        &plan.out,
+        conn.app.cfg.client_send_timeout,
+    )
+    .await
+    .is_ok();
     plan.out.clear();
     if !sent {
         return Next::Close;
     }
-    o.status = 502;
+    o.status = status;
     o.bytes = text.len() as u64;
     if close {
         conn.linger().await;

@@ -660,7 +660,11 @@ mod tests {
         )
         .expect("ok")
         .expect("complete");
-        assert_eq!(up.to_ascii_lowercase().matches("upgrade:").count(), 1, "{up}");
+        assert_eq!(
+            up.to_ascii_lowercase().matches("upgrade:").count(),
+            1,
+            "{up}"
+        );
         assert!(up.contains("\r\nUpgrade: websocket\r\n"), "{up}");
     }
 

@@ -14,6 +14,7 @@
 //! record there; whether an exchange counts against its color is fault.rs's decision, made
 //! once per exchange in `request::finish`. The engine decides nothing about switches.
 
+pub mod bodies;
 pub mod field;
 pub mod framing;
 pub mod gzip;

@@ -142,7 +142,9 @@ pub fn parse<'b, 'h>(
 
 /// Whether a 101's `Upgrade` says exactly `websocket` (one line, one value).
 fn switches_to_websocket(headers: &[httparse::Header<'_>]) -> bool {
-    let mut upgrades = headers.iter().filter(|h| Field::of(h.name) == Field::Upgrade);
+    let mut upgrades = headers
+        .iter()
+        .filter(|h| Field::of(h.name) == Field::Upgrade);
     matches!(
         (upgrades.next(), upgrades.next()),
         (Some(h), None) if trim_ows(h.value).eq_ignore_ascii_case(b"websocket")
@@ -225,13 +227,16 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
     out.extend_from_slice(r.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let upgrade = r.status == 101;
+    // RFC 9110 §8.6, RFC 9112 §6.1: no framing fields on 1xx and 204, and Transfer-Encoding
+    // never to an HTTP/1.0 client (it cannot read it).
+    let bodiless = r.status < 200 || r.status == 204;
     for h in r.headers {
         let n = h.name;
         let f = Field::of(n);
         let skip = match f {
             Field::Upgrade => !upgrade,
-            Field::TransferEncoding => mode != Out::Pass,
-            Field::ContentLength => mode != Out::Pass || r.framing == Framing::Chunked,
+            Field::TransferEncoding => mode != Out::Pass || bodiless || side.http10,
+            Field::ContentLength => mode != Out::Pass || r.framing == Framing::Chunked || bodiless,
             Field::Vary => gzip,
             _ => f.is_hop_by_hop(),
         };
@@ -276,6 +281,28 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
     });
     out.extend_from_slice(b"\r\n");
     mode
+}
+
+/// Writes an interim (1xx) head for the client into `out` (cleared first): its fields
+/// minus hop-by-hop and framing ones; no route headers (they belong to the final response).
+pub fn write_interim(r: &Response<'_, '_>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, r.status);
+    out.push(b' ');
+    out.extend_from_slice(r.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in r.headers {
+        let f = Field::of(h.name);
+        if f.is_hop_by_hop()
+            || matches!(f, Field::ContentLength | Field::TransferEncoding)
+            || named_in_connection(r, h.name)
+        {
+            continue;
+        }
+        push_line(out, h.name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Whether the client connection must end after this response for its framing's sake.
@@ -339,6 +366,7 @@ fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     }
 }
@@ -480,6 +508,45 @@ mod tests {
             side,
         );
         assert_eq!(h, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+    }
+
+    #[test]
+    fn bodiless_and_interim_heads_lose_framing_and_http10_never_gets_chunked() {
+        let side = ClientSide {
+            rules: &[],
+            http10: false,
+            close: false,
+            gzip: false,
+        };
+        let (h, _) = client_head(
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n",
+            side,
+        );
+        assert_eq!(h, "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n");
+        let (h, _) = client_head(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            side,
+        );
+        assert_eq!(h, "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n");
+        let old = ClientSide {
+            http10: true,
+            close: true,
+            ..side
+        };
+        let (h, mode) = client_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", old);
+        assert_eq!(mode, Out::Pass);
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let mut fields = super::super::head::fields();
+        let raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n";
+        let r = parse(raw, &mut fields, false, false)
+            .expect("valid")
+            .expect("complete");
+        let mut out = Vec::new();
+        write_interim(&r, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+        );
     }
 
     #[test]

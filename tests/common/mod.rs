@@ -62,6 +62,8 @@ pub struct Setup {
     pub extra: String,
     /// Lines added inside `[listen]`, e.g. the https keys.
     pub listen_extra: String,
+    /// Lines added inside `[server]`, e.g. short timeouts.
+    pub server_extra: String,
 }
 
 impl Setup {
@@ -72,6 +74,7 @@ impl Setup {
             switch: "[switch]\ngate_timeout = \"5s\"\ndrain_timeout = \"2s\"\nwatch = \"1s\"\nmax_errors = 3\n".into(),
             extra: String::new(),
             listen_extra: String::new(),
+            server_extra: String::new(),
         }
     }
 }
@@ -101,8 +104,9 @@ impl Proxy {
         let state = dir.path().join("state");
         let config = dir.path().join("switchyard.toml");
         let text = format!(
-            "[listen]\nhttp = \"127.0.0.1:{port}\"\n{}\n[server]\nthreads = 2\n[admin]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n[state]\nfile = \"{}\"\n{}\n{}\n{}\n{}\n",
+            "[listen]\nhttp = \"127.0.0.1:{port}\"\n{}\n[server]\nthreads = 2\n{}\n[admin]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n[state]\nfile = \"{}\"\n{}\n{}\n{}\n{}\n",
             setup.listen_extra,
+            setup.server_extra,
             socket.display(),
             state.display(),
             setup.health,
