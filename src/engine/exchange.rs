@@ -849,7 +849,10 @@ async fn upgraded(
 ) -> Next {
     let app = conn.app;
     let frames = plan.frames.take().unwrap_or_default();
-    if conn.client.write_all(&plan.out).await.is_err() || conn.client.flush().await.is_err() {
+    if bodies::send(&mut conn.client, &plan.out, app.cfg.client_send_timeout)
+        .await
+        .is_err()
+    {
         return Next::Close;
     }
     plan.out.clear();
@@ -864,7 +867,8 @@ async fn upgraded(
     conn.release();
     let reg = app.tracker.register_websocket(plan.color);
     let size = conn.engine.buf_size;
-    let ended = relay::relay(&mut conn.client, up, &reg.handle, frames, size).await;
+    let t = app.cfg.client_send_timeout;
+    let ended = relay::relay(&mut conn.client, up, &reg.handle, frames, size, t).await;
     tracing::debug!(?ended, color = %plan.color, "websocket ended");
     match ended {
         relay::Ended::UpstreamFailed => o.fail(app, plan.color, Failure::Reset),

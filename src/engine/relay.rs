@@ -1,6 +1,8 @@
 //! An upgraded connection (WebSocket after a 101): the engine owns both sockets and copies
-//! bytes each way itself, with no buffer held while both sides are quiet (a buffer is lent
-//! around each read) and no read timeout (an idle WebSocket is normal).
+//! bytes each way at once, with no buffer held while both sides are quiet (a buffer is lent
+//! around each read) and no read timeout (an idle WebSocket is normal). A side's end of
+//! stream is passed on as a half-close and the other direction goes on until it ends too;
+//! a write that makes no progress for `[server] client_send_timeout` ends both.
 //!
 //! The server-to-client bytes go through a [`FrameTracker`], so a handover (drain deadline,
 //! shutdown) puts a 1012 close frame at a frame boundary and never inside a frame; then the
@@ -8,16 +10,18 @@
 //! the TCP connection after the closing handshake) and ends both sockets. When to hand over
 //! is drain.rs's call; this module only reacts to it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use pingora::protocols::Stream;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use super::pool;
+use super::{bodies, pool};
 use crate::drain::WsHandle;
 use crate::wsframe::{close_frame_1012, FrameTracker};
 
@@ -54,95 +58,219 @@ where
 /// How an upgraded connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// One side closed; the other was closed after it.
+    /// Both sides closed (each side's end was passed on to the other as a half-close).
     Closed,
-    /// The backend's socket failed (reset): on record, never against the color after a 101.
+    /// The backend's socket failed (reset), or stopped taking bytes for the send timeout:
+    /// on record, never against the color after a 101.
     UpstreamFailed,
-    /// The client's socket failed.
+    /// The client's socket failed, or it stopped reading for the send timeout.
     ClientFailed,
-    /// Handed over with a 1012 close frame.
+    /// Handed over with a 1012 close frame, or cut at the drain deadline when the client
+    /// could not even take that.
     HandedOver,
 }
 
-/// Relays until one side closes or a handover ends it. `frames` has already seen what was
-/// sent to the client with the 101.
+/// What ended the server-to-client direction.
+enum Down {
+    /// The backend's end of stream, passed on to the client.
+    Eof,
+    Failed(Ended),
+    /// A handover: the lent buffer and how much of it completes the frame in flight.
+    HandOver(Vec<u8>, usize),
+}
+
+/// Relays both directions at once until both have ended (a half-close of one side is
+/// passed on and the other direction keeps going), one fails, or a handover ends it. A
+/// write that makes no progress for `send_timeout` ends the connection. `frames` has
+/// already seen what was sent to the client with the 101.
 pub async fn relay(
     client: &mut Stream,
     up: &mut TcpStream,
     handle: &WsHandle,
     mut frames: FrameTracker,
     size: usize,
+    send_timeout: Duration,
 ) -> Ended {
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = up.split();
+    let end = {
+        let upward = upward(&mut cr, &mut uw, size, send_timeout);
+        let downward = downward(&mut ur, &mut cw, handle, &mut frames, size, send_timeout);
+        tokio::pin!(upward, downward);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            tokio::select! {
+                r = &mut upward, if !up_done => match r {
+                    Ok(()) => up_done = true,
+                    Err(e) => break Down::Failed(e),
+                },
+                r = &mut downward, if !down_done => match r {
+                    Down::Eof => down_done = true,
+                    other => break other,
+                },
+                // The backend has ended its side (no 1012 can follow its end): a handover
+                // ends what is left at once.
+                _ = handle.closed(), if down_done => break Down::Failed(Ended::HandedOver),
+            }
+            if up_done && down_done {
+                break Down::Failed(Ended::Closed);
+            }
+        }
+    };
+    match end {
+        Down::HandOver(b, cut) => {
+            hand_over(&mut cr, &mut cw, &b[..cut], size).await;
+            pool::give_back(b);
+            Ended::HandedOver
+        }
+        Down::Failed(e) => {
+            if e != Ended::ClientFailed {
+                shut(&mut cw).await;
+            }
+            e
+        }
+        Down::Eof => Ended::Closed,
+    }
+}
+
+/// Client to backend until the client's end of stream, which becomes the backend's.
+async fn upward<R, W>(client: &mut R, up: &mut W, size: usize, t: Duration) -> Result<(), Ended>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    loop {
+        match read_lent(client, size).await {
+            Ok((b, n)) if n > 0 => {
+                let w = bodies::within(t, up.write_all(&b[..n])).await;
+                pool::give_back(b);
+                if !matches!(w, Some(Ok(()))) {
+                    return Err(Ended::UpstreamFailed);
+                }
+            }
+            Ok((b, _)) => {
+                pool::give_back(b);
+                let _ = bodies::within(t, up.shutdown()).await;
+                return Ok(());
+            }
+            Err(_) => return Err(Ended::ClientFailed),
+        }
+    }
+}
+
+/// Backend to client, frames tracked, until the backend's end of stream (which becomes the
+/// client's) or a handover.
+async fn downward<R, W>(
+    up: &mut R,
+    client: &mut W,
+    handle: &WsHandle,
+    frames: &mut FrameTracker,
+    size: usize,
+    t: Duration,
+) -> Down
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
     loop {
         if handle.closing() && frames.at_boundary() {
-            return hand_over(client, &[], size).await;
+            return Down::HandOver(Vec::new(), 0);
         }
+        let r = tokio::select! {
+            _ = handle.closed(), if !handle.closing() => continue,
+            r = read_lent(up, size) => r,
+        };
+        let (b, n) = match r {
+            Ok((b, n)) if n > 0 => (b, n),
+            Ok((b, _)) => {
+                pool::give_back(b);
+                let _ = bodies::within(CLOSE_REPLY_WAIT, client.shutdown()).await;
+                return Down::Eof;
+            }
+            Err(_) => return Down::Failed(Ended::UpstreamFailed),
+        };
+        if handle.closing() {
+            if let Some(cut) = frames.feed(&b[..n], true) {
+                return Down::HandOver(b, cut);
+            }
+        } else {
+            frames.feed(&b[..n], false);
+        }
+        let sent = send_until_drain(client, &b[..n], handle, t).await;
+        pool::give_back(b);
+        if let Err(e) = sent {
+            return Down::Failed(e);
+        }
+    }
+}
+
+/// Writes to the client within `t`; once a handover is asked for, within
+/// [`CLOSE_REPLY_WAIT`] (a client that stopped reading must not keep a drained color's
+/// WebSocket alive).
+async fn send_until_drain<W>(
+    client: &mut W,
+    data: &[u8],
+    handle: &WsHandle,
+    t: Duration,
+) -> Result<(), Ended>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let write = async {
+        client.write_all(data).await?;
+        client.flush().await
+    };
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(r) = first {
+        return r.map_err(|_| Ended::ClientFailed);
+    }
+    let mut closing = handle.closing();
+    let mut deadline = Instant::now() + t;
+    if closing {
+        deadline = deadline.min(Instant::now() + CLOSE_REPLY_WAIT);
+    }
+    loop {
         tokio::select! {
-            _ = handle.closed(), if !handle.closing() => {}
-            r = read_lent(client, size) => match r {
-                Ok((b, n)) if n > 0 => {
-                    let w = up.write_all(&b[..n]).await;
-                    pool::give_back(b);
-                    if w.is_err() {
-                        shut(client).await;
-                        return Ended::UpstreamFailed;
-                    }
-                }
-                Ok((b, _)) => {
-                    pool::give_back(b);
-                    let _ = up.shutdown().await;
-                    return Ended::Closed;
-                }
-                Err(_) => return Ended::ClientFailed,
-            },
-            r = read_lent(up, size) => match r {
-                Ok((b, n)) if n > 0 => {
-                    let data = &b[..n];
-                    if handle.closing() {
-                        if let Some(cut) = frames.feed(data, true) {
-                            let ended = hand_over(client, &data[..cut], size).await;
-                            pool::give_back(b);
-                            return ended;
-                        }
-                    } else {
-                        frames.feed(data, false);
-                    }
-                    let w = client.write_all(data).await;
-                    pool::give_back(b);
-                    if w.is_err() || client.flush().await.is_err() {
-                        return Ended::ClientFailed;
-                    }
-                }
-                Ok((b, _)) => {
-                    pool::give_back(b);
-                    shut(client).await;
-                    return Ended::Closed;
-                }
-                Err(_) => {
-                    shut(client).await;
-                    return Ended::UpstreamFailed;
-                }
-            },
+            r = &mut write => return r.map_err(|_| Ended::ClientFailed),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(if closing { Ended::HandedOver } else { Ended::ClientFailed });
+            }
+            _ = handle.closed(), if !closing => {
+                closing = true;
+                deadline = deadline.min(Instant::now() + CLOSE_REPLY_WAIT);
+            }
         }
     }
 }
 
 /// Sends `before` (the rest of the frame in flight) and the 1012 close frame, then waits up
 /// to [`CLOSE_REPLY_WAIT`] for the client's close frame or its end of stream, and closes.
-async fn hand_over(client: &mut Stream, before: &[u8], size: usize) -> Ended {
+async fn hand_over<R, W>(client_r: &mut R, client_w: &mut W, before: &[u8], size: usize)
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
     let mut out = Vec::with_capacity(before.len() + 32);
     out.extend_from_slice(before);
     out.extend_from_slice(&close_frame_1012());
-    if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
-        return Ended::HandedOver;
+    let sent = bodies::within(CLOSE_REPLY_WAIT, async {
+        client_w.write_all(&out).await?;
+        client_w.flush().await
+    })
+    .await;
+    if !matches!(sent, Some(Ok(()))) {
+        return;
     }
-    let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, wait_close_reply(client, size)).await;
-    shut(client).await;
-    Ended::HandedOver
+    let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, wait_close_reply(client_r, size)).await;
+    shut(client_w).await;
 }
 
 /// Reads client frames until its close frame (opcode 8) or the end of the stream.
-async fn wait_close_reply(client: &mut Stream, size: usize) {
+async fn wait_close_reply<R>(client: &mut R, size: usize)
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let mut frames = FrameTracker::default();
     loop {
         let Ok((b, n)) = read_lent(client, size).await else {
@@ -175,12 +303,11 @@ fn has_close_frame(frames: &mut FrameTracker, mut data: &[u8]) -> bool {
     false
 }
 
-async fn shut(client: &mut Stream) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        pingora::protocols::Shutdown::shutdown(&mut **client),
-    )
-    .await;
+async fn shut<W>(client: &mut W)
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
 }
 
 #[cfg(test)]
