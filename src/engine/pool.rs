@@ -5,8 +5,9 @@
 //! Upstream connections are kept per server and color, taken last-in first-out (the most
 //! recently used socket is the one least likely to have been closed by the backend), checked
 //! for liveness when taken (readable or closed means the backend is gone or misbehaving: it
-//! is dropped), and expired lazily when the pool is touched: no task or timer per idle
-//! connection. Buffers are lent around each read so an idle client connection holds none.
+//! is dropped), and expired when the pool is touched and by one sweeper task per worker
+//! (every second, only while the worker holds idle connections): no task or timer per idle
+//! connection, and a server that gets no more traffic still has its connections closed. Buffers are lent around each read so an idle client connection holds none.
 //!
 //! This module does not decide what to reuse (the connection loop does), only keeps it.
 
@@ -41,6 +42,8 @@ struct Pools {
     buffers: Vec<Vec<u8>>,
     /// Write buffers, empty, with the capacity they grew to.
     scratch: Vec<Vec<u8>>,
+    /// This worker's sweeper task runs (one per worker while it holds idle connections).
+    sweeping: bool,
 }
 
 thread_local! {
@@ -50,6 +53,7 @@ thread_local! {
             upstream: Vec::new(),
             buffers: Vec::new(),
             scratch: Vec::new(),
+            sweeping: false,
         })
     };
 }
@@ -108,7 +112,53 @@ pub fn put(addr: SocketAddr, color: Color, stream: TcpStream, max_idle: Duration
             idle.remove(0);
         }
         idle.push(Idle { stream, since: now });
+        if !p.sweeping {
+            // Keys that get no more traffic (a server after a switch) are never touched
+            // again: without a sweep their connections would stay open forever.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                p.sweeping = true;
+                rt.spawn(sweeper(max_idle));
+            }
+        }
     })
+}
+
+/// How often a worker's sweeper looks for expired idle connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Closes this worker's expired idle connections every [`SWEEP_EVERY`] (capped by
+/// `max_idle`) until none are left, then ends; the next `put` starts it again. It runs on
+/// the worker's own current-thread runtime, so it sees the same thread-local pool.
+async fn sweeper(max_idle: Duration) {
+    let every = SWEEP_EVERY.min(max_idle).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        let left = POOLS.with(|p| {
+            let mut p = p.borrow_mut();
+            let left = sweep(&mut p.upstream, Instant::now(), max_idle);
+            if left == 0 {
+                p.sweeping = false;
+            }
+            left
+        });
+        if left == 0 {
+            return;
+        }
+    }
+}
+
+/// Drops every idle connection older than `max_idle` (and keys left empty); how many stay.
+fn sweep(keys: &mut Vec<Key>, now: Instant, max_idle: Duration) -> usize {
+    for k in keys.iter_mut() {
+        let expired = k
+            .idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= max_idle)
+            .count();
+        k.idle.drain(..expired);
+    }
+    keys.retain(|k| !k.idle.is_empty());
+    keys.iter().map(|k| k.idle.len()).sum()
 }
 
 /// Whether a pooled socket still waits quietly: no bytes and no end of stream from the
@@ -171,7 +221,7 @@ pub fn give_back_scratch(mut b: Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     #[tokio::test]
@@ -207,6 +257,27 @@ mod tests {
         put(addr, Color::Blue, got, Duration::ZERO);
         assert!(take(addr, Color::Blue, Duration::ZERO).is_none(), "expired");
         assert_eq!(idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_closes_connections_of_keys_nobody_uses_again() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let a = TcpStream::connect(addr).await.expect("a");
+        let (mut sa, _) = l.accept().await.expect("accept a");
+        put(addr, Color::Green, a, Duration::from_millis(50));
+        // The backend sees its end without any further use of the pool.
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), sa.read(&mut b))
+            .await
+            .expect("closed by the sweeper")
+            .expect("read");
+        assert_eq!(n, 0);
+        assert_eq!(idle_count(), 0);
+        assert!(
+            !POOLS.with(|p| p.borrow().sweeping),
+            "the sweeper ends when idle"
+        );
     }
 
     #[test]
