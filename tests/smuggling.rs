@@ -15,7 +15,9 @@
 //! - `expect_100_continue_*`: a client that waits for the 100 gets it, then the answer.
 //!
 //! Rows marked `known_gap` state what RFC 9112 asks where the current data plane does not
-//! do it yet: they are reported, not asserted, until the engine of issue 11 fixes them.
+//! do it yet: they are reported, not asserted, and a run prints "known gap FIXED" once one
+//! passes, so it can become a hard assertion. The engine of issue 11 fixed every one; none is
+//! marked now.
 //! No timing assertions: the short waits only let bytes that must not come show up.
 
 mod common;
@@ -378,13 +380,6 @@ fn row(name: &'static str, send: impl AsRef<[u8]>, expect: Expect) -> Row {
         send: send.as_ref().to_vec(),
         expect,
         known_gap: None,
-    }
-}
-
-impl Row {
-    fn gap(mut self, why: &'static str) -> Row {
-        self.known_gap = Some(why);
-        self
     }
 }
 
@@ -844,39 +839,6 @@ fn connection_rows() -> Vec<Row> {
     ]
 }
 
-/// Where today's data plane (pingora-proxy) does not do what the row asks; the text says what
-/// it does instead.
-fn gaps(rows: Vec<Row>) -> Vec<Row> {
-    rows.into_iter()
-        .map(|r| match known_gap(r.name) {
-            Some(why) => r.gap(why),
-            None => r,
-        })
-        .collect()
-}
-
-fn known_gap(name: &str) -> Option<&'static str> {
-    const LINE: &str =
-        "request line not refused: pingora percent-encodes or passes the target and forwards it";
-    const PIPELINE: &str = "pingora-proxy drops the bytes pipelined behind a request and closes after the first answer";
-    Some(match name {
-        "Host list" | "Host with a space" | "Host with a path" => {
-            "an invalid Host value is forwarded as it came (RFC 9112 §3.2: 400)"
-        }
-        "fragment in the target" => "the fragment is dropped and the request forwarded as GET /a",
-        "HTTP/1.0 without Host" => "forwarded upstream as HTTP/1.1 with no Host (issue 11)",
-        "space inside the target" | "junk before the method" | "two spaces after the method" => LINE,
-        "target without the leading slash" | "authority-form with GET" => LINE,
-        "NUL in the target" => LINE,
-        "absolute-form" => "forwarded in absolute-form with the client's Host, not as origin-form with the target's host",
-        "asterisk-form with GET" => "answered 404 (no route) on a kept-alive connection, not 400; nothing reaches the backend",
-        "OPTIONS *" => "answered 404 (no route for \"*\") instead of being forwarded or answered 200",
-        "pipelined: good, refused, good" | "garbage after a complete GET" => PIPELINE,
-        "pipelined: CL, chunked, GET" | "HTTP/1.0 keep-alive pair" => PIPELINE,
-        _ => return None,
-    })
-}
-
 async fn run_row(p: &Proxy, be: &RawBackend, r: &Row) -> Vec<String> {
     be.reset();
     let mut c = RawClient::connect(p.addr()).await;
@@ -912,16 +874,14 @@ async fn run_row(p: &Proxy, be: &RawBackend, r: &Row) -> Vec<String> {
 async fn request_table() {
     let be = RawBackend::start().await;
     let p = proxy_for(&be).await;
-    let rows = gaps(
-        [
-            framing_rows(),
-            chunk_rows(),
-            head_rows(),
-            target_rows(),
-            connection_rows(),
-        ]
-        .concat(),
-    );
+    let rows = [
+        framing_rows(),
+        chunk_rows(),
+        head_rows(),
+        target_rows(),
+        connection_rows(),
+    ]
+    .concat();
     let mut v = Verdicts::new("rows");
     for r in &rows {
         let problems = run_row(&p, &be, r).await;
@@ -1017,15 +977,6 @@ fn resp_cases() -> Vec<RespCase> {
     ]
 }
 
-fn resp_gap(name: &str) -> Option<&'static str> {
-    match name {
-        "101 to a request that asked for no upgrade" => {
-            Some("answered 500 (\"upgrade without a tracked upstream socket\"), not 502; the connection stays in sync")
-        }
-        _ => None,
-    }
-}
-
 /// Sends the case's request, then (if the connection is still open) a second one on the same
 /// connection, which must get exactly the backend's second answer.
 async fn run_resp_case(p: &Proxy, be: &RawBackend, case: &RespCase) -> Vec<String> {
@@ -1113,7 +1064,7 @@ async fn bad_response_framing_is_a_502_or_a_close_never_a_desync() {
     let cases: Vec<RespCase> = resp_cases()
         .into_iter()
         .map(|c| RespCase {
-            known_gap: resp_gap(c.name),
+            known_gap: None,
             ..c
         })
         .collect();
@@ -1158,27 +1109,15 @@ fn split_streams() -> Vec<SplitStream> {
     let chunked = |body: &str| format!("{POST}Transfer-Encoding: chunked\r\n\r\n{body}");
     vec![
         split("CL body", format!("{POST}Content-Length: 11\r\n\r\nhello world"), 1, 24),
-        SplitStream {
-            known_gap: Some("a valid chunked request whose body arrives in pieces (first split one byte into the body) is refused 400 \"request body prefix did not fit the retry buffer\" (edge::check_chunked_prefix)"),
-            ..split("chunked body", chunked(CHUNKED_HELLO), 1, 16)
-        },
-        SplitStream {
-            known_gap: Some("same as \"chunked body\""),
-            ..split("chunked body with extensions and a trailer", chunked("5;ext=1\r\nhello\r\n6\r\n world\r\n0;x\r\nX-T: 1\r\n\r\n"), 1, 16)
-        },
-        SplitStream {
-            known_gap: Some("when the body comes after the head, the backend's 100 Continue is relayed and the final answer says Connection: close (the connection is not kept alive)"),
-            ..split("Expect: 100-continue", format!("{POST}Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"), 1, 16)
-        },
-        SplitStream {
-            known_gap: Some("pingora-proxy drops the bytes pipelined behind a request and closes after the first answer"),
-            ..split(
+        split("chunked body", chunked(CHUNKED_HELLO), 1, 16),
+        split("chunked body with extensions and a trailer", chunked("5;ext=1\r\nhello\r\n6\r\n world\r\n0;x\r\nX-T: 1\r\n\r\n"), 1, 16),
+        split("Expect: 100-continue", format!("{POST}Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"), 1, 16),
+        split(
                 "pipelined CL then chunked",
                 format!("{POST}Content-Length: 5\r\n\r\nhello{POST}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
                 2,
                 16,
-            )
-        },
+            ),
     ]
 }
 

@@ -201,7 +201,7 @@ fn target_form<'b>(
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..end];
-    if authority.is_empty() || authority.contains('@') || rest.contains('#') {
+    if authority.is_empty() || !valid_host(authority) || rest.contains('#') {
         return Err(Refusal::BadRequest(
             "invalid authority in the request target",
         ));
@@ -215,6 +215,72 @@ fn target_form<'b>(
     }
 }
 
+/// Whether `v` is RFC 3986 `host [":" port]` (or empty, which RFC 9112 §3.2 allows):
+/// an IP literal in brackets, or a reg-name / IPv4 of unreserved characters, sub-delims
+/// other than ',' (a list) and percent-escapes; the port digits only.
+pub fn valid_host(v: &str) -> bool {
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let Some((lit, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let lit_ok = !lit.is_empty()
+            && lit
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.'));
+        if !lit_ok {
+            return false;
+        }
+        match after.strip_prefix(':') {
+            Some(port) => ("x", Some(port)),
+            None if after.is_empty() => ("x", None),
+            None => return false,
+        }
+    } else {
+        match v.split_once(':') {
+            Some((h, port)) => (h, Some(port)),
+            None => (v, None),
+        }
+    };
+    if port.is_some_and(|p| !p.bytes().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
+    let b = host.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let hex = |j: usize| b.get(j).is_some_and(|x| x.is_ascii_hexdigit());
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let ok = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+            );
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The field checks: Host, framing, connection options, expectations.
 fn check_fields(r: &mut Request<'_, '_>) -> Result<(), Refusal> {
     let mut host = None;
@@ -226,10 +292,14 @@ fn check_fields(r: &mut Request<'_, '_>) -> Result<(), Refusal> {
             if host.is_some() {
                 return Err(Refusal::BadRequest("two Host fields"));
             }
-            host = Some(
-                std::str::from_utf8(h.value)
-                    .map_err(|_| Refusal::BadRequest("Host is not ASCII"))?,
-            );
+            let v = std::str::from_utf8(h.value)
+                .map_err(|_| Refusal::BadRequest("Host is not ASCII"))?;
+            if !valid_host(v) {
+                // A list, a space or a path would be routed on one reading and sent on with
+                // another by whatever reads it next (RFC 9112 §3.2: 400).
+                return Err(Refusal::BadRequest("Host is not a host[:port]"));
+            }
+            host = Some(v);
         } else if f == Field::TransferEncoding {
             if te.is_some() {
                 return Err(Refusal::BadRequest(
@@ -551,6 +621,44 @@ mod tests {
         ];
         for (raw, want) in cases {
             assert_eq!(status(raw), *want, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn hosts_must_be_host_and_port() {
+        for good in [
+            "a",
+            "a:80",
+            "example.com",
+            "EXAMPLE.com:8080",
+            "10.0.0.1:1",
+            "[::1]",
+            "[::1]:443",
+            "a%41b",
+            "",
+            "a:",
+        ] {
+            assert!(valid_host(good), "{good:?}");
+        }
+        for bad in [
+            "a, b", "a,b", "a b", "a/../b", "a/b", "a:b", "a:80:90", "u@a", "[::1", "[]", "[::1]x",
+            "a%4", "a?b", "a#b", "a\\b",
+        ] {
+            assert!(!valid_host(bad), "{bad:?}");
+        }
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a/../b\r\n\r\n",
+            b"GET http://a/b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://a,b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let want = if raw.starts_with(b"GET http://a/") {
+                200
+            } else {
+                400
+            };
+            assert_eq!(status(raw), want, "{:?}", String::from_utf8_lossy(raw));
         }
     }
 
