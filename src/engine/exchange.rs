@@ -600,7 +600,8 @@ fn final_head(
 
 /// What became of a response's relay to the client.
 enum Relayed {
-    /// The body went whole; whether the backend sent bytes after it.
+    /// The body went whole; `extra`: the backend's connection cannot be reused (it sent
+    /// bytes after the body, or the request body's upload was cut).
     Whole { extra: bool },
     /// A close-delimited body ended with the backend's close.
     EndedByClose,
@@ -693,8 +694,12 @@ async fn duplex(
         loop {
             tokio::select! {
                 // The response decides the end: the connection closes after it (the body
-                // was not complete when the head came), so an unfinished upload is dropped.
-                r = &mut download => return r,
+                // was not complete when the head came), so an unfinished upload is dropped,
+                // and the backend's connection with it (a write may have been cut).
+                r = &mut download => return match r {
+                    Relayed::Whole { extra } => Relayed::Whole { extra: extra || uploading },
+                    other => other,
+                },
                 r = &mut upload, if uploading => match r {
                     Ok(()) => uploading = false,
                     Err(f) => break f,
