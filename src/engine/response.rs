@@ -220,12 +220,7 @@ pub fn mode(r: &Response<'_, '_>, gzip: bool, http10: bool) -> Out {
 pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u8>) -> Out {
     let mode = mode(r, side.gzip, side.http10);
     let gzip = matches!(mode, Out::Gzip { .. });
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_status(out, r.status);
-    out.push(b' ');
-    out.extend_from_slice(r.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    start_head(out, r);
     let upgrade = r.status == 101;
     // RFC 9110 §8.6, RFC 9112 §6.1: no framing fields on 1xx and 204, and Transfer-Encoding
     // never to an HTTP/1.0 client (it cannot read it).
@@ -286,12 +281,7 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
 /// Writes an interim (1xx) head for the client into `out` (cleared first): its fields
 /// minus hop-by-hop and framing ones; no route headers (they belong to the final response).
 pub fn write_interim(r: &Response<'_, '_>, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_status(out, r.status);
-    out.push(b' ');
-    out.extend_from_slice(r.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    start_head(out, r);
     for h in r.headers {
         let f = Field::of(h.name);
         if f.is_hop_by_hop()
@@ -319,6 +309,16 @@ fn named_in_connection(r: &Response<'_, '_>, name: &str) -> bool {
         && r.headers_named("connection")
             .flat_map(|v| v.split(|&c| c == b','))
             .any(|o| trim_ows(o).eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Clears `out` and writes the client's status line for `r` (always HTTP/1.1).
+fn start_head(out: &mut Vec<u8>, r: &Response<'_, '_>) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, r.status);
+    out.push(b' ');
+    out.extend_from_slice(r.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -455,6 +455,14 @@ mod tests {
         );
     }
 
+    /// No rules, HTTP/1.1, kept alive, no gzip.
+    const PLAIN: ClientSide<'static> = ClientSide {
+        rules: &[],
+        http10: false,
+        close: false,
+        gzip: false,
+    };
+
     fn rule(name: &str, value: &str) -> HeaderRule {
         HeaderRule {
             name: http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).expect("name"),
@@ -492,12 +500,7 @@ mod tests {
 
     #[test]
     fn connection_cannot_remove_framing_fields() {
-        let side = ClientSide {
-            rules: &[],
-            http10: false,
-            close: false,
-            gzip: false,
-        };
+        let side = PLAIN;
         let (h, _) = client_head(
             b"HTTP/1.1 200 OK\r\nConnection: Content-Length, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
             side,
@@ -512,12 +515,7 @@ mod tests {
 
     #[test]
     fn bodiless_and_interim_heads_lose_framing_and_http10_never_gets_chunked() {
-        let side = ClientSide {
-            rules: &[],
-            http10: false,
-            close: false,
-            gzip: false,
-        };
+        let side = PLAIN;
         let (h, _) = client_head(
             b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n",
             side,
@@ -579,12 +577,7 @@ mod tests {
 
     #[test]
     fn upgrades_keep_their_fields() {
-        let side = ClientSide {
-            rules: &[],
-            http10: false,
-            close: false,
-            gzip: false,
-        };
+        let side = PLAIN;
         let (h, _) = client_head(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n",
             side,
