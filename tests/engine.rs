@@ -1,7 +1,7 @@
 //! End-to-end checks of switchyard's own HTTP/1.1 engine (issue 11) against the real binary:
 //! the hostile-client findings (malformed request lines, HTTP/1.0 without Host, CONNECT,
 //! absolute-form targets, pipelining after a refusal), interim responses, HTTP/1.0 clients of
-//! chunked responses, bad framing from a backend mid-body, a slow reader's memory, and the
+//! chunked responses, bad framing from a backend mid-body, a silent backend (504), a slow reader's memory, and the
 //! WebSocket handover's closing handshake.
 //!
 //! No timing assertions: waits are bounded reads with generous limits.
@@ -391,4 +391,42 @@ async fn a_bad_chunk_mid_body_is_a_400_and_both_sides_close() {
     assert_eq!(r.status(), 400, "{}", r.text);
     assert!(r.closed);
     assert!(!rec.seen().contains("smuggled"), "{}", rec.seen());
+}
+
+/// `[server] upstream_read_timeout`: a backend that takes the request and says nothing gets
+/// the client a 504 on a connection that stays usable, on record as the color's timeout.
+#[tokio::test]
+async fn a_silent_backend_gets_a_504_counted_as_an_upstream_timeout() {
+    let silent = Recorder::start(b"").await;
+    let mut setup = Setup::new(silent.route());
+    setup.server_extra = "upstream_read_timeout = \"1s\"\n".into();
+    let p = Proxy::start(&setup).await;
+    p.wait_healthy().await;
+    let mut c = TcpStream::connect(p.addr()).await.expect("connect");
+    c.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    let mut b = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while !got.ends_with(b"in time\n") {
+            match c.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"),
+        "{text:?}"
+    );
+    assert!(!text.contains("Connection: close"), "{text:?}");
+    assert_eq!(
+        p.metric("switchyard_upstream_errors_total{color=\"blue\",kind=\"timeout\"}")
+            .await,
+        1.0
+    );
+    assert!(silent.seen().starts_with("GET /slow HTTP/1.1\r\n"));
 }
