@@ -1,8 +1,8 @@
 //! End-to-end checks of switchyard's own HTTP/1.1 engine (issue 11) against the real binary:
 //! the hostile-client findings (malformed request lines, HTTP/1.0 without Host, CONNECT,
 //! absolute-form targets, pipelining after a refusal), interim responses, HTTP/1.0 clients of
-//! chunked responses, bad framing from a backend mid-body, a silent backend (504), a slow reader's memory, and the
-//! WebSocket handover's closing handshake.
+//! chunked responses, bad framing from a backend mid-body, a silent backend (504), a slow
+//! reader's memory, and the WebSocket handover's closing handshake.
 //!
 //! No timing assertions: waits are bounded reads with generous limits.
 
