@@ -338,7 +338,10 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
         }
         let mut ubuf = pool::buffer(size);
         let r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf).await;
-        pool::give_back(ubuf);
+        // A buffer grown for a large response head is freed: the pool keeps one size.
+        if ubuf.len() == size {
+            pool::give_back(ubuf);
+        }
         match r {
             Respond::Done { next, reusable } => {
                 if reusable {

@@ -124,7 +124,9 @@ pub async fn relay(
             Ended::HandedOver
         }
         Down::Failed(e) => {
-            if e != Ended::ClientFailed {
+            // The client's side is already shut after the backend's end (Closed, and a
+            // handover after it); a failed client is not waited on.
+            if e == Ended::UpstreamFailed {
                 shut(&mut cw).await;
             }
             e
