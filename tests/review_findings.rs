@@ -18,7 +18,9 @@
 //!   (bypass of 4af8989's h2c fix; the single-line case is in tests/smuggling.rs).
 //!
 //! Findings 1 (Connection naming Content-Length / Transfer-Encoding) are fixed at 4af8989;
-//! their tests stay as regression tests.
+//! every other finding is fixed on branch `review` (timeouts through `[server]
+//! upstream_read_timeout` / `client_send_timeout`, short here). All tests stay as regression
+//! tests.
 //!
 //! Waits are generous bounds on "eventually", never a measured duration.
 
