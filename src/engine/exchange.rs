@@ -8,11 +8,13 @@
 
 use std::io;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::framing::{Body, Framing};
 use super::gzip::Gzip;
@@ -224,12 +226,12 @@ impl Outcome {
 }
 
 /// Forwards one request and its response; accounts for it at the end.
-pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan) -> Next {
+pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan, timer: Pin<&mut Sleep>) -> Next {
     let started = Instant::now();
     let app = conn.app;
     let _inflight = app.tracker.request(plan.color);
     let mut o = Outcome::default();
-    let next = run(conn, &mut plan, &mut o).await;
+    let next = run(conn, &mut plan, &mut o, timer).await;
     if let Some(f) = o.failure {
         tracing::debug!(failure = ?f, server = %plan.backend.addr, "request failed");
     }
@@ -278,7 +280,12 @@ async fn connect(
     Ok((s, false))
 }
 
-async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
+async fn run(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    mut timer: Pin<&mut Sleep>,
+) -> Next {
     let app = conn.app;
     // The body bytes that came with the head go up in the same write as the head; a bad
     // chunk among them is refused before the backend sees anything.
@@ -337,7 +344,7 @@ async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
             return Box::pin(error_page(conn, plan, o, &body)).await;
         }
         let mut ubuf = pool::buffer(size);
-        let r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf).await;
+        let r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf, timer.as_mut()).await;
         // A buffer grown for a large response head is freed: the pool keeps one size.
         if ubuf.len() == size {
             pool::give_back(ubuf);
@@ -390,6 +397,7 @@ async fn respond(
     body: &mut Body,
     up: &mut TcpStream,
     ubuf: &mut Vec<u8>,
+    mut timer: Pin<&mut Sleep>,
 ) -> Respond {
     let mut ulen = 0;
     let size = conn.engine.buf_size;
@@ -439,13 +447,17 @@ async fn respond(
         }
         let rlen = conn.rlen;
         let sending = !body.is_done();
+        if !sending {
+            timer.as_mut().reset(head_deadline);
+        }
         tokio::select! {
             // Async blocks: no timer is even created unless it is needed.
             _ = async { tokio::time::sleep_until(body_deadline).await }, if sending => {
                 o.failure = Some(Failure::ClientStalled);
                 return done(Next::Close);
             },
-            _ = async { tokio::time::sleep_until(head_deadline).await }, if !sending => {
+            // The connection's own timer: moving its deadline later costs no new timer.
+            _ = timer.as_mut(), if !sending => {
                 tracing::debug!(server = %plan.backend.addr, "no response head in time");
                 o.fail(conn.app, plan.color, Failure::Timeout);
                 return done(Box::pin(error_page(conn, plan, o, body)).await);

@@ -181,7 +181,7 @@ impl<'e> Conn<'e> {
                     }
                 }
                 exchange::Step::Forward(plan) => {
-                    if exchange::forward(self, plan).await == Next::Close {
+                    if exchange::forward(self, plan, timer.as_mut()).await == Next::Close {
                         return;
                     }
                 }
