@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks to build switchyard: cmake (pingora's zlib-ng needs it).
-# Safe to run again: it does nothing when everything is there.
+# Installs what a fresh machine lacks to build and test switchyard:
+#   cmake              pingora's zlib-ng build needs it
+#   protoc             etcd-client compiles etcd's protobuf API at build time (fleet mode)
+#   etcd               the fleet tests start their own etcd cluster on loopback (never the
+#                      system service, which this script disables if the package started it)
+# Safe to run again: it does nothing when everything is there, and runs apt-get update once.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -10,13 +14,21 @@ if ! have cargo; then
   exit 1
 fi
 
+SUDO=""
+if [ "$(id -u)" != 0 ] && have sudo; then SUDO="sudo"; fi
+updated=""
+apt_install() { # apt_install PACKAGE... (quiet; one apt-get update per run)
+  if [ -z "$updated" ]; then
+    $SUDO apt-get update -qq
+    updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! have cmake; then
   echo "install-deps: installing cmake (needed by pingora's zlib-ng build)" >&2
-  SUDO=""
-  if [ "$(id -u)" != 0 ] && have sudo; then SUDO="sudo"; fi
   if have apt-get; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake >/dev/null
+    apt_install cmake
   elif have pip3; then
     pip3 install --quiet cmake
   else
@@ -25,3 +37,21 @@ if ! have cmake; then
   fi
 fi
 have cmake || { echo "install-deps: cmake still missing after install" >&2; exit 1; }
+
+missing=()
+have protoc || missing+=(protobuf-compiler)
+have etcd || missing+=(etcd-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]} (fleet mode: etcd client build and tests)" >&2
+  if ! have apt-get; then
+    echo "install-deps: no apt-get; install protoc (protobuf-compiler) and etcd by hand" >&2
+    exit 1
+  fi
+  apt_install "${missing[@]}"
+  # The tests run their own cluster; a system etcd on 2379 would only get in the way.
+  if have systemctl && systemctl is-active --quiet etcd 2>/dev/null; then
+    $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
+fi
+have protoc || { echo "install-deps: protoc still missing after install" >&2; exit 1; }
+have etcd || { echo "install-deps: etcd still missing after install" >&2; exit 1; }
