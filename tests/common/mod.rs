@@ -3,6 +3,8 @@
 //! hyper, the admin socket over a Unix stream, WebSockets over tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
