@@ -934,9 +934,11 @@ fn etcd_url(s: &str) -> Result<String, String> {
         .map_err(|_| format!("\"{s}\" is not a URL like \"http://127.0.0.1:2379\""))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => return Err(format!(
+        Some("https") => {
+            return Err(format!(
             "\"{s}\": TLS to etcd is not supported yet; reach etcd over http on a trusted network"
-        )),
+        ))
+        }
         _ => {
             return Err(format!(
                 "\"{s}\" needs http:// in front, like \"http://127.0.0.1:2379\""

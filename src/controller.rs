@@ -71,14 +71,35 @@ impl Controller {
         lock(&self.running).as_ref().map(|r| r.info.clone())
     }
 
-    fn update(&self, f: impl FnOnce(&mut SwitchInfo)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut SwitchInfo)) {
         if let Some(r) = lock(&self.running).as_mut() {
             f(&mut r.info);
         }
     }
 
-    /// Starts `switch <to> [force]`; the returned lines end with the switch's outcome.
+    /// Marks a fleet switch driven from this member as running (for `status`, and so that
+    /// this member runs one at a time); `false` when one already runs.
+    pub(crate) fn begin(&self, info: SwitchInfo) -> bool {
+        let mut running = lock(&self.running);
+        if running.is_some() {
+            return false;
+        }
+        // Fleet switches are stopped through etcd (fleet/switch.rs `stop`), not this channel.
+        let (stop, _) = mpsc::unbounded_channel();
+        *running = Some(Running { info, stop });
+        true
+    }
+
+    pub(crate) fn end(&self) {
+        *lock(&self.running) = None;
+    }
+
+    /// Starts `switch <to> [force]`; the returned lines end with the switch's outcome. In
+    /// fleet mode the switch acts on the whole fleet (fleet/switch.rs).
     pub fn switch(app: &Arc<App>, to: Color, force: bool) -> Result<Lines, String> {
+        if let Some(fleet) = &app.fleet {
+            return crate::fleet::switch::start(app, fleet, to, force);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let from = app.router.active();
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();

@@ -12,6 +12,7 @@
 //! - [`hooks`]: operator commands run around a switch
 //! - [`drain`]: per-color open requests and WebSockets, and their handover
 //! - [`wsframe`]: WebSocket frame boundaries, for a clean 1012 close
+//! - [`fleet`]: fleet mode: several instances switch as one, through etcd
 //! - [`admin`]: the admin Unix socket protocol
 //! - [`state`]: the persisted active color
 //! - [`metrics`]: the Prometheus registry and `/metrics`
@@ -27,6 +28,7 @@ pub mod controller;
 pub mod demo;
 pub mod drain;
 pub mod edge;
+pub mod fleet;
 pub mod health;
 pub mod hooks;
 pub mod metrics;

@@ -101,6 +101,43 @@ pub struct Metrics {
     refused: IntCounterVec,
     client_connections: IntGauge,
     color_stats: [ColorStats; 2],
+    fleet: FleetMetrics,
+}
+
+/// Fleet mode's gauges; registered only with `[fleet]` (see [`Metrics::enable_fleet`]).
+struct FleetMetrics {
+    connected: IntGauge,
+    members: IntGauge,
+    epoch: IntGauge,
+    swap: Histogram,
+}
+
+impl FleetMetrics {
+    fn new() -> FleetMetrics {
+        FleetMetrics {
+            connected: must(IntGauge::new(
+                "switchyard_fleet_connected",
+                "1 while this member is connected to etcd, 0 while detached (traffic stays).",
+            )),
+            members: must(IntGauge::new(
+                "switchyard_fleet_members",
+                "Live members of the fleet as this member sees them.",
+            )),
+            epoch: must(IntGauge::new(
+                "switchyard_fleet_epoch",
+                "The fleet decision epoch this member applied last.",
+            )),
+            swap: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchyard_fleet_swap_seconds",
+                    "Time from a fleet decision (its timestamp in etcd) to this member's routing table swap.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )),
+        }
+    }
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -223,7 +260,37 @@ impl Metrics {
             refused,
             client_connections,
             color_stats: Default::default(),
+            fleet: FleetMetrics::new(),
         }
+    }
+
+    /// Registers the fleet metrics; called once at start in fleet mode.
+    pub fn enable_fleet(&self) {
+        let f = &self.fleet;
+        for c in [
+            Box::new(f.connected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(f.members.clone()),
+            Box::new(f.epoch.clone()),
+            Box::new(f.swap.clone()),
+        ] {
+            must(self.registry.register(c));
+        }
+    }
+
+    pub fn fleet_connected(&self, yes: bool) {
+        self.fleet.connected.set(i64::from(yes));
+    }
+
+    pub fn fleet_members(&self, n: usize) {
+        self.fleet.members.set(n as i64);
+    }
+
+    pub fn fleet_epoch(&self, epoch: u64) {
+        self.fleet.epoch.set(epoch as i64);
+    }
+
+    pub fn fleet_swap_observe(&self, lag: Duration) {
+        self.fleet.swap.observe(lag.as_secs_f64());
     }
 
     /// The handles for one route; call once per route at start.
@@ -297,25 +364,38 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics` on the `[admin] metrics` address; 404 anywhere else.
-pub struct MetricsApp(pub Arc<Metrics>);
+/// Whether this instance should get new traffic: `Err(why)` when not.
+pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The `[admin] metrics` listener: `GET /metrics`, and for load balancers `GET /live`
+/// (200 while the process runs) and `GET /ready` (200 or 503 with the reason); 404
+/// anywhere else. What "ready" means is decided elsewhere (app.rs).
+pub struct MetricsApp {
+    pub metrics: Arc<Metrics>,
+    pub ready: Readiness,
+}
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path();
-        let (status, ctype, body) = if path == "/metrics" {
-            (
+        let text = "text/plain; charset=utf-8";
+        let (status, ctype, body) = match path {
+            "/metrics" => (
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.0.render(),
-            )
-        } else {
-            (
+                self.metrics.render(),
+            ),
+            "/live" => (200, text, b"live\n".to_vec()),
+            "/ready" => match (self.ready)() {
+                Ok(()) => (200, text, b"ready\n".to_vec()),
+                Err(why) => (503, text, format!("not ready: {why}\n").into_bytes()),
+            },
+            _ => (
                 404,
-                "text/plain",
-                b"not found: metrics are at /metrics\n".to_vec(),
-            )
+                text,
+                b"not found: try /metrics, /ready or /live\n".to_vec(),
+            ),
         };
         Response::builder()
             .status(status)

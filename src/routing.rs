@@ -17,7 +17,8 @@ use crate::config::{Config, HeaderRule};
 use crate::metrics::{Metrics, RouteStats};
 
 /// A deployment: one of the two copies of the application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Color {
     Blue,
     Green,

@@ -1,0 +1,773 @@
+//! The fleet switch: `switch`, `rollback` and `abort` typed on any member act on the whole
+//! fleet through the decision in etcd.
+//!
+//! `switch` takes the fleet's switch by CAS (a second one anywhere gets `switch in
+//! progress (by edge-2)`), gates on every live member's view of the target's health, swaps
+//! by CAS, waits for the members to report the new epoch, then watches the new color's
+//! requests and errors summed over all members and commits or rolls back — each a CAS, so
+//! the fleet decides once. The driver never moves this member's traffic itself: the watch
+//! in watch.rs applies every decision, here as everywhere. `rollback`/`abort` are a CAS on
+//! the decision too; a driver running elsewhere notices it lost the switch and ends.
+//!
+//! The rules (may a switch start, does the gate pass, what do the members' counters add up
+//! to, what does a stop write) are pure functions at the bottom with unit tests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::controller::{Lines, StopKind, SwitchInfo};
+use crate::hooks;
+use crate::routing::Color;
+use crate::switch::{watch_verdict, GateVerdict, Phase, WatchVerdict};
+
+use super::member::{gate_view, swapped, Live};
+use super::store::{
+    cas_decision, now_ms, Cas, Counters, Decision, FleetPhase, StoreError, Versioned,
+};
+use super::Fleet;
+
+const TICK: Duration = Duration::from_millis(100);
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long the swap waits for every live member to report the new epoch before it says
+/// who is behind and goes on watching (the laggard catches up from its own watch).
+const SWAP_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts a fleet switch in its own task (a client that disconnects does not cancel it).
+pub fn start(app: &Arc<App>, fleet: &Arc<Fleet>, to: Color, force: bool) -> Result<Lines, String> {
+    let active = app.router.active();
+    fleet
+        .attached(active)
+        .map_err(|e| e.trim_start_matches("error: ").to_string())?;
+    if app.leaving() {
+        return Err(
+            "switchyard is shutting down or handing over to a new process; switch on the new one"
+                .into(),
+        );
+    }
+    let info = SwitchInfo {
+        from: to.other(),
+        to,
+        phase: Phase::Gate,
+        force,
+        phase_left: None,
+        errors: 0,
+        requests: 0,
+    };
+    if !app.controller.begin(info) {
+        return Err(format!("switch in progress (by {})", fleet.cfg.member));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (app, fleet) = (app.clone(), fleet.clone());
+    tokio::spawn(async move {
+        let mut d = Driver {
+            app: app.clone(),
+            fleet,
+            to,
+            force,
+            out: tx,
+        };
+        let last = d.run().await;
+        app.controller.end();
+        tracing::info!(to = %to, "fleet switch ended: {last}");
+        let _ = d.out.send(last);
+    });
+    Ok(rx)
+}
+
+/// `abort` / `rollback` on any member: one CAS on the fleet's decision.
+pub async fn stop(app: &Arc<App>, fleet: &Fleet, kind: StopKind) -> String {
+    let active = app.router.active();
+    if let Err(e) = fleet.attached(active) {
+        return e;
+    }
+    let Some(cur) = fleet.view().decision else {
+        return format!("error: fleet detached: the fleet's decision is not read yet; traffic stays on {active}");
+    };
+    let next = match stop_plan(kind, &cur.decision, &fleet.cfg.member, now_ms()) {
+        Ok(n) => n,
+        Err(e) => return format!("error: {e}"),
+    };
+    match cas_retry(fleet, cur.mod_revision, &next).await {
+        Err(e) => format!("error: fleet detached: {e}; traffic stays on {active}"),
+        Ok(Cas::Lost(now)) => format!(
+            "error: the fleet's decision changed meanwhile ({}); check `status` and try again",
+            now.map(|v| v.decision.note).unwrap_or_default()
+        ),
+        Ok(Cas::Won(_)) => {
+            wait_applied(fleet, next.epoch, SWAP_WAIT).await;
+            if next.epoch != cur.decision.epoch {
+                if let Some(cmd) = &app.cfg.hooks.on_rollback {
+                    let (tx, _rx) = mpsc::unbounded_channel();
+                    let from = cur.decision.color;
+                    if let Err(e) = hooks::run(
+                        "on_rollback",
+                        cmd,
+                        from,
+                        next.color,
+                        &next.note,
+                        app.cfg.hooks.timeout,
+                        &tx,
+                    )
+                    .await
+                    {
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+            tracing::warn!(epoch = next.epoch, "fleet: {}", next.note);
+            format!("ok active={}", next.color)
+        }
+    }
+}
+
+/// A compare-and-swap that rides out an etcd leader change or a reconnect to another
+/// endpoint: on a transport error or a missed deadline it tries again on the member's
+/// current session for up to a lease TTL (at least 3 s). A retry that finds its own write
+/// already there (the first attempt landed but its answer was lost) counts as won.
+async fn cas_retry(fleet: &Fleet, expected: i64, next: &Decision) -> Result<Cas, StoreError> {
+    let budget = fleet.cfg.lease_ttl.max(Duration::from_secs(3));
+    let started = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let r = match fleet.client() {
+            Some(mut c) => cas_decision(&mut c, &fleet.keys, expected, next).await,
+            None => Err(StoreError::Closed("no session with etcd".into())),
+        };
+        match r {
+            Ok(Cas::Lost(Some(now))) if tries > 1 && now.decision == *next => {
+                return Ok(Cas::Won(now.mod_revision))
+            }
+            Err(e) if started.elapsed() < budget => {
+                tracing::info!("fleet: decision write failed ({e}); retrying on the next session");
+                tokio::time::sleep(TICK).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Waits until this member applied `epoch` (its own watch), at most `limit`.
+async fn wait_applied(fleet: &Fleet, epoch: u64, limit: Duration) -> bool {
+    let mut rx = fleet.subscribe();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if fleet.view().applied_epoch >= epoch {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+}
+
+struct Driver {
+    app: Arc<App>,
+    fleet: Arc<Fleet>,
+    to: Color,
+    force: bool,
+    out: mpsc::UnboundedSender<String>,
+}
+
+/// How a step against etcd ended when it did not go on.
+type Step<T> = Result<T, String>;
+
+impl Driver {
+    fn say(&self, line: String) {
+        tracing::info!("{line}");
+        let _ = self.out.send(line);
+    }
+
+    fn me(&self) -> &str {
+        &self.fleet.cfg.member
+    }
+
+    /// CAS `next` over `expected`; `Err(final line)` when it did not win.
+    async fn cas(&self, expected: i64, next: &Decision) -> Step<i64> {
+        match cas_retry(&self.fleet, expected, next).await {
+            Ok(Cas::Won(rev)) => Ok(rev),
+            Ok(Cas::Lost(now)) => Err(lost_line(now.as_ref())),
+            Err(e) => Err(format!(
+                "error: fleet detached: {e}; traffic stays on {}",
+                self.app.router.active()
+            )),
+        }
+    }
+
+    async fn run(&mut self) -> String {
+        match self.steps().await {
+            Ok(last) | Err(last) => last,
+        }
+    }
+
+    async fn steps(&mut self) -> Step<String> {
+        let cur = self.fleet.view().decision.ok_or_else(|| {
+            "error: fleet detached: the fleet's decision is not read yet; try again".to_string()
+        })?;
+        let from = cur.decision.color;
+        match lock_plan(&cur.decision, self.to) {
+            Lock::InProgress(by) => return Err(format!("error: switch in progress (by {by})")),
+            Lock::Already => {
+                self.say(format!(
+                    "{} is already active on the fleet; nothing to do",
+                    self.to
+                ));
+                return Ok(format!("ok active={}", self.to));
+            }
+            Lock::Go => {}
+        }
+        let gate = Decision {
+            phase: FleetPhase::Gate,
+            by: Some(self.me().to_string()),
+            by_lease: self.fleet.lease(),
+            target: Some(self.to),
+            at_ms: now_ms(),
+            note: format!("switch to {} by {}", self.to, self.me()),
+            ..cur.decision.clone()
+        };
+        let rev = self.cas(cur.mod_revision, &gate).await?;
+        let rev = match self.gate(rev, &gate, from).await {
+            Ok(rev) => rev,
+            Err(line) => return Err(line),
+        };
+        let swap = Decision {
+            epoch: cur.decision.epoch + 1,
+            color: self.to,
+            phase: FleetPhase::Watch,
+            target: None,
+            at_ms: now_ms(),
+            ..gate.clone()
+        };
+        let base = counters_of(&self.fleet.view().members, self.to);
+        let rev = self.cas(rev, &swap).await?;
+        self.app.controller.update(|i| i.phase = Phase::Watch);
+        self.confirm_swap(swap.epoch).await;
+        self.watch(rev, &swap, from, base).await
+    }
+
+    /// The fleet gate, then the pre-switch hook. Releases the switch when it refuses.
+    async fn gate(&mut self, rev: i64, gate: &Decision, from: Color) -> Step<i64> {
+        let timeout = self.app.cfg.switch.gate_timeout;
+        let min = self.fleet.cfg.min_members;
+        let started = Instant::now();
+        let mut last_report: Option<Instant> = None;
+        loop {
+            let v = self.fleet.view();
+            if ownership(v.decision.as_ref(), rev) == Ownership::Lost {
+                return Err(lost_line(v.decision.as_ref()));
+            }
+            let (ok, bad) = gate_view(&v.members, self.to);
+            let live = v.members.len();
+            let elapsed = started.elapsed();
+            match fleet_gate(live, ok, min, elapsed, timeout, self.force) {
+                GateVerdict::Pass => {
+                    let skipped = if self.force && ok < live {
+                        " (force: gate skipped)"
+                    } else {
+                        ""
+                    };
+                    self.say(format!(
+                        "gate: {} healthy on {ok}/{live} members{skipped}",
+                        self.to
+                    ));
+                    break;
+                }
+                GateVerdict::Refuse => {
+                    let why = gate_refusal(live, ok, min, &bad);
+                    self.release(rev, gate).await;
+                    return Err(format!(
+                        "error: refused: {} not ready on the fleet after {timeout:?} ({why}); traffic stays on {from}",
+                        self.to
+                    ));
+                }
+                GateVerdict::Wait => {
+                    if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+                        last_report = Some(Instant::now());
+                        self.say(format!(
+                            "gate: {} healthy on {ok}/{live} members (min_members {min}), waiting up to {}s{}",
+                            self.to,
+                            timeout.saturating_sub(elapsed).as_secs(),
+                            if bad.is_empty() { String::new() } else { format!(": {}", bad.join("; ")) }
+                        ));
+                    }
+                }
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        if let Some(cmd) = self.app.cfg.hooks.pre_switch.clone() {
+            let reason = if self.force {
+                "switch (forced)"
+            } else {
+                "switch"
+            };
+            let hook = hooks::run(
+                "pre_switch",
+                &cmd,
+                from,
+                self.to,
+                reason,
+                self.app.cfg.hooks.timeout,
+                &self.out,
+            );
+            if let Err(e) = hook.await {
+                self.release(rev, gate).await;
+                return Err(format!("error: refused: {e}; traffic stays on {from}"));
+            }
+        }
+        Ok(rev)
+    }
+
+    /// Gives the switch back without moving anything.
+    async fn release(&self, rev: i64, gate: &Decision) {
+        let idle = Decision {
+            phase: FleetPhase::Idle,
+            by: None,
+            by_lease: 0,
+            target: None,
+            at_ms: now_ms(),
+            note: format!("switch to {} refused on {}", self.to, self.me()),
+            ..gate.clone()
+        };
+        if let Err(e) = self.cas(rev, &idle).await {
+            // Our lease expiring releases it too (member.rs recovery).
+            tracing::warn!("fleet: could not release the switch: {e}");
+        }
+    }
+
+    /// Reports how fast the members followed the swap.
+    async fn confirm_swap(&self, epoch: u64) {
+        let t = Instant::now();
+        let mut rx = self.fleet.subscribe();
+        let deadline = tokio::time::Instant::now() + SWAP_WAIT;
+        loop {
+            let v = self.fleet.view();
+            let (ok, behind) = swapped(&v.members, self.to, epoch);
+            if behind.is_empty() && v.applied_epoch >= epoch {
+                self.say(format!(
+                    "swap: {ok}/{} members on {} in {}ms (epoch {epoch})",
+                    v.members.len(),
+                    self.to,
+                    t.elapsed().as_millis()
+                ));
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                self.say(format!(
+                    "swap: {ok}/{} members on {} after {}s; not yet: {} (they follow from their own watch)",
+                    v.members.len(),
+                    self.to,
+                    SWAP_WAIT.as_secs(),
+                    behind.join(", ")
+                ));
+                return;
+            }
+        }
+    }
+
+    /// The fleet watch: the new color's errors summed over every member, then commit or
+    /// roll back by CAS.
+    async fn watch(
+        &mut self,
+        rev: i64,
+        swap: &Decision,
+        from: Color,
+        mut base: BTreeMap<String, Counters>,
+    ) -> Step<String> {
+        let window = self.app.cfg.switch.watch;
+        let max = self.app.cfg.switch.max_errors;
+        let started = Instant::now();
+        let mut last_report = Instant::now() - REPORT_EVERY;
+        loop {
+            let v = self.fleet.view();
+            if ownership(v.decision.as_ref(), rev) == Ownership::Lost {
+                return match v.decision {
+                    // Our own commit or rollback whose answer etcd did not deliver in time.
+                    Some(d)
+                        if d.decision.phase == FleetPhase::Idle
+                            && d.decision.by.as_deref() == Some(self.me())
+                            && d.decision.note.contains(self.me()) =>
+                    {
+                        Ok(self.ended(&d.decision, from).await)
+                    }
+                    d => Err(lost_line(d.as_ref())),
+                };
+            }
+            let (requests, errors) = fleet_totals(&mut base, &v.members, self.to);
+            let elapsed = started.elapsed();
+            let left = window.saturating_sub(elapsed);
+            self.app.controller.update(|i| {
+                i.errors = errors;
+                i.requests = requests;
+                i.phase_left = Some(left);
+            });
+            let verdict = watch_verdict(errors, max, elapsed, window);
+            if last_report.elapsed() >= REPORT_EVERY || verdict != WatchVerdict::Continue {
+                last_report = Instant::now();
+                self.say(format!(
+                    "watch: {} {errors} errors in {requests} requests on {} members, {}s left",
+                    self.to,
+                    v.members.len(),
+                    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+                ));
+            }
+            let next = match verdict {
+                WatchVerdict::Continue => None,
+                WatchVerdict::Commit => Some(Decision {
+                    phase: FleetPhase::Idle,
+                    at_ms: now_ms(),
+                    note: format!("switch to {} committed by {}", self.to, self.me()),
+                    ..swap.clone()
+                }),
+                WatchVerdict::RollBack => Some(Decision {
+                    epoch: swap.epoch + 1,
+                    color: from,
+                    phase: FleetPhase::Idle,
+                    at_ms: now_ms(),
+                    note: format!(
+                        "rolled back by {}: {} had {errors} errors in {requests} requests on {} members within {}s (max_errors {max})",
+                        self.me(),
+                        self.to,
+                        v.members.len(),
+                        elapsed.as_secs()
+                    ),
+                    ..swap.clone()
+                }),
+            };
+            if let Some(next) = next {
+                match self.cas(rev, &next).await {
+                    Ok(_) => return Ok(self.ended(&next, from).await),
+                    // etcd out of reach: keep trying; if this member's lease runs out first,
+                    // the fleet rolls back without it.
+                    Err(line) if line.contains("fleet detached") => {
+                        self.say(format!("watch: {}", line.trim_start_matches("error: ")));
+                    }
+                    Err(line) => return Err(line),
+                }
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// After the final CAS: hooks, and the final line once this member applied it.
+    async fn ended(&self, next: &Decision, from: Color) -> String {
+        wait_applied(&self.fleet, next.epoch, SWAP_WAIT).await;
+        let hook = if next.color == self.to {
+            self.app
+                .cfg
+                .hooks
+                .post_commit
+                .clone()
+                .map(|c| ("post_commit", c, from, self.to))
+        } else {
+            self.app
+                .cfg
+                .hooks
+                .on_rollback
+                .clone()
+                .map(|c| ("on_rollback", c, self.to, from))
+        };
+        if let Some((name, cmd, a, b)) = hook {
+            if let Err(e) = hooks::run(
+                name,
+                &cmd,
+                a,
+                b,
+                &next.note,
+                self.app.cfg.hooks.timeout,
+                &self.out,
+            )
+            .await
+            {
+                self.say(format!("warning: {e}"));
+            }
+        }
+        if next.color == self.to {
+            self.app.metrics.switch_ended("committed");
+            format!("ok active={}", self.to)
+        } else {
+            self.app.metrics.switch_ended("rolled_back");
+            self.say(format!("swap: active={from} (was {})", self.to));
+            format!("error: {}", next.note)
+        }
+    }
+}
+
+/// The final line of a switch whose decision someone else changed.
+fn lost_line(now: Option<&Versioned>) -> String {
+    match now {
+        Some(v) if v.decision.phase != FleetPhase::Idle => format!(
+            "error: switch in progress (by {})",
+            v.decision.by.as_deref().unwrap_or("?")
+        ),
+        Some(v) => format!(
+            "error: {}; active={}",
+            if v.decision.note.is_empty() {
+                "the fleet's decision changed"
+            } else {
+                &v.decision.note
+            },
+            v.decision.color
+        ),
+        None => "error: the fleet's decision is gone from etcd; check `status`".into(),
+    }
+}
+
+/// Whether a switch may start from the fleet's current decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lock {
+    Go,
+    Already,
+    InProgress(String),
+}
+
+pub fn lock_plan(cur: &Decision, to: Color) -> Lock {
+    if cur.phase != FleetPhase::Idle {
+        return Lock::InProgress(cur.by.clone().unwrap_or_else(|| "?".into()));
+    }
+    if cur.color == to {
+        Lock::Already
+    } else {
+        Lock::Go
+    }
+}
+
+/// Whether the driver still owns the switch it wrote at `rev`. The view may lag our own
+/// write for a moment (it learns it from the watch), so an older revision is not a loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    Mine,
+    Pending,
+    Lost,
+}
+
+pub fn ownership(seen: Option<&Versioned>, rev: i64) -> Ownership {
+    match seen.map(|v| v.mod_revision) {
+        Some(r) if r == rev => Ownership::Mine,
+        Some(r) if r > rev => Ownership::Lost,
+        Some(_) => Ownership::Pending,
+        None => Ownership::Lost,
+    }
+}
+
+/// The fleet gate: enough live members, and every live one sees the target healthy. A
+/// forced switch skips the health part, never the member count.
+pub fn fleet_gate(
+    live: usize,
+    healthy_on: usize,
+    min_members: usize,
+    elapsed: Duration,
+    timeout: Duration,
+    force: bool,
+) -> GateVerdict {
+    let enough = live >= min_members.max(1);
+    if enough && (force || healthy_on == live) {
+        GateVerdict::Pass
+    } else if elapsed >= timeout {
+        GateVerdict::Refuse
+    } else {
+        GateVerdict::Wait
+    }
+}
+
+fn gate_refusal(live: usize, ok: usize, min: usize, bad: &[String]) -> String {
+    if live < min {
+        format!("{live} live members, min_members is {min}")
+    } else {
+        format!("healthy on {ok}/{live} members: {}", bad.join("; "))
+    }
+}
+
+/// Each live member's counters for `color`.
+pub fn counters_of(live: &Live, color: Color) -> BTreeMap<String, Counters> {
+    live.iter()
+        .map(|(id, (r, _))| (id.clone(), r.counters[color.idx()]))
+        .collect()
+}
+
+/// Requests and errors on `color` since `base`, summed over the live members. A member
+/// seen for the first time is based where it is now; one whose counters went down
+/// restarted and counts from zero.
+pub fn fleet_totals(
+    base: &mut BTreeMap<String, Counters>,
+    live: &Live,
+    color: Color,
+) -> (u64, u64) {
+    let (mut req, mut err) = (0, 0);
+    for (id, (r, _)) in live {
+        let now = r.counters[color.idx()];
+        let b = base.entry(id.clone()).or_insert(now);
+        if now.requests < b.requests || now.errors < b.errors {
+            *b = Counters::default();
+        }
+        req += now.requests - b.requests;
+        err += now.errors - b.errors;
+    }
+    (req, err)
+}
+
+/// What `abort` or `rollback` writes over the current decision.
+pub fn stop_plan(kind: StopKind, cur: &Decision, me: &str, at_ms: u64) -> Result<Decision, String> {
+    let by = cur.by.as_deref().unwrap_or("?");
+    let idle = |color: Color, epoch: u64, note: String| Decision {
+        epoch,
+        color,
+        phase: FleetPhase::Idle,
+        by: Some(me.to_string()),
+        by_lease: 0,
+        target: None,
+        at_ms,
+        note,
+    };
+    let what = if kind == StopKind::Abort {
+        "aborted"
+    } else {
+        "rolled back"
+    };
+    match (kind, cur.phase) {
+        (StopKind::Abort, FleetPhase::Idle) => Err("no switch in progress".into()),
+        (_, FleetPhase::Gate) => Ok(idle(
+            cur.color,
+            cur.epoch,
+            format!("{what} by operator on {me} during the gate of {by}'s switch"),
+        )),
+        (_, FleetPhase::Watch) => Ok(idle(
+            cur.color.other(),
+            cur.epoch + 1,
+            format!("{what} by operator on {me} during the watch of {by}'s switch"),
+        )),
+        (StopKind::Rollback, FleetPhase::Idle) => Ok(idle(
+            cur.color.other(),
+            cur.epoch + 1,
+            format!("rolled back by operator on {me}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::member::tests::{live, rec};
+
+    fn dec(phase: FleetPhase, color: Color, by: Option<&str>) -> Decision {
+        Decision {
+            epoch: 4,
+            color,
+            phase,
+            by: by.map(String::from),
+            by_lease: 1,
+            target: None,
+            at_ms: 0,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_switch_at_a_time() {
+        let idle = dec(FleetPhase::Idle, Color::Blue, None);
+        assert_eq!(lock_plan(&idle, Color::Green), Lock::Go);
+        assert_eq!(lock_plan(&idle, Color::Blue), Lock::Already);
+        let busy = dec(FleetPhase::Gate, Color::Blue, Some("edge-2"));
+        assert_eq!(
+            lock_plan(&busy, Color::Green),
+            Lock::InProgress("edge-2".into())
+        );
+        assert_eq!(
+            lost_line(Some(&Versioned {
+                decision: busy,
+                mod_revision: 9
+            })),
+            "error: switch in progress (by edge-2)"
+        );
+    }
+
+    #[test]
+    fn ownership_tolerates_a_lagging_view() {
+        let v = |r| Versioned {
+            decision: dec(FleetPhase::Watch, Color::Green, Some("a")),
+            mod_revision: r,
+        };
+        assert_eq!(ownership(Some(&v(10)), 10), Ownership::Mine);
+        assert_eq!(ownership(Some(&v(9)), 10), Ownership::Pending);
+        assert_eq!(ownership(Some(&v(11)), 10), Ownership::Lost);
+        assert_eq!(ownership(None, 10), Ownership::Lost);
+    }
+
+    #[test]
+    fn gate_needs_min_members_and_everyone_healthy() {
+        let s = Duration::from_secs;
+        let t = s(10);
+        assert_eq!(fleet_gate(3, 3, 2, s(0), t, false), GateVerdict::Pass);
+        assert_eq!(fleet_gate(3, 2, 2, s(1), t, false), GateVerdict::Wait);
+        assert_eq!(fleet_gate(3, 2, 2, s(10), t, false), GateVerdict::Refuse);
+        assert_eq!(
+            fleet_gate(1, 1, 2, s(1), t, false),
+            GateVerdict::Wait,
+            "too few members"
+        );
+        assert_eq!(
+            fleet_gate(1, 0, 2, s(1), t, true),
+            GateVerdict::Wait,
+            "force keeps min_members"
+        );
+        assert_eq!(fleet_gate(2, 0, 2, s(0), t, true), GateVerdict::Pass);
+        assert_eq!(fleet_gate(0, 0, 1, s(0), t, false), GateVerdict::Wait);
+        assert!(gate_refusal(1, 1, 2, &[]).contains("min_members is 2"));
+    }
+
+    #[test]
+    fn totals_sum_members_and_survive_restarts_and_joins() {
+        let mut l = live(&[]);
+        let put = |l: &mut Live, id: &str, req: u64, err: u64| {
+            let mut r = rec(id, Color::Green, 5, (1, 1));
+            r.counters[Color::Green.idx()] = Counters {
+                requests: req,
+                errors: err,
+            };
+            l.insert(id.into(), (r, 1));
+        };
+        put(&mut l, "a", 100, 1);
+        put(&mut l, "b", 50, 0);
+        let mut base = counters_of(&l, Color::Green);
+        put(&mut l, "a", 130, 2);
+        put(&mut l, "b", 60, 0);
+        assert_eq!(fleet_totals(&mut base, &l, Color::Green), (40, 1));
+        put(&mut l, "b", 5, 1); // b restarted
+        put(&mut l, "c", 1000, 9); // c joined: counts from now on
+        assert_eq!(fleet_totals(&mut base, &l, Color::Green), (35, 2));
+        put(&mut l, "c", 1010, 10);
+        assert_eq!(fleet_totals(&mut base, &l, Color::Green), (45, 3));
+    }
+
+    #[test]
+    fn stops_act_on_the_fleet() {
+        let idle = dec(FleetPhase::Idle, Color::Blue, None);
+        assert!(stop_plan(StopKind::Abort, &idle, "e2", 0).is_err());
+        let r = stop_plan(StopKind::Rollback, &idle, "e2", 0).expect("rollback");
+        assert_eq!(
+            (r.color, r.epoch, r.phase),
+            (Color::Green, 5, FleetPhase::Idle)
+        );
+        let gate = dec(FleetPhase::Gate, Color::Blue, Some("e1"));
+        let r = stop_plan(StopKind::Abort, &gate, "e2", 0).expect("abort");
+        assert_eq!((r.color, r.epoch), (Color::Blue, 4));
+        let watch = dec(FleetPhase::Watch, Color::Green, Some("e1"));
+        let r = stop_plan(StopKind::Abort, &watch, "e2", 0).expect("abort");
+        assert_eq!((r.color, r.epoch), (Color::Blue, 5));
+        assert!(
+            r.note
+                .contains("aborted by operator on e2 during the watch of e1"),
+            "{}",
+            r.note
+        );
+    }
+}
