@@ -612,7 +612,7 @@ if want idle; then
 fi
 
 mkdir -p "$ROOT/benches/results"
-# A quick run must not overwrite the full run's table that the README quotes.
+# A quick run must not overwrite the full run's table that docs/benchmarks.md quotes.
 if [[ $QUICK == 1 ]]; then out=$ROOT/benches/results/quick.md; else out=$ROOT/benches/results/latest.md; fi
 cp "$MD" "$out"
 say "results (also in ${out#"$ROOT"/})"

@@ -172,14 +172,14 @@ fn status_lines(app: &App) -> Vec<String> {
                 .map(|l| format!(", {}s left", l.as_secs()))
                 .unwrap_or_default();
             lines.push(format!(
-                "switch: {} -> {}{}, phase={}{left}, {} errors in {} requests (max_errors {})",
+                "switch: {} -> {}{}, phase={}{left}, {} errors in {} requests ({})",
                 s.from,
                 s.to,
                 if s.force { " (force)" } else { "" },
                 s.phase,
                 s.errors,
                 s.requests,
-                app.cfg.switch.max_errors
+                app.cfg.switch.rules.summary()
             ));
             s.phase.as_str()
         }

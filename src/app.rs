@@ -1,6 +1,7 @@
 //! The shared state of one running switchyard, wired once at start: config, routing table,
-//! metrics, open-connection tracking and the switch controller. The data plane, the admin
-//! socket and the health checker each hold an `Arc<App>`; none of them owns the others.
+//! metrics, open-connection tracking, the switch controller and its counts history. The data
+//! plane, the admin socket and the health checker each hold an `Arc<App>`; none of them owns
+//! the others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::drain::Tracker;
 use crate::fleet::Fleet;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::routing::{Color, Router};
 use crate::tls::CertResolver;
@@ -19,6 +21,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub tracker: Tracker,
     pub controller: Controller,
+    /// Per-second samples of each color's counts, for the watch's baseline.
+    pub history: History,
     /// The HTTPS certificate, when `[listen] https` is set; `reload-tls` swaps it.
     pub tls: Option<Arc<CertResolver>>,
     /// Fleet mode (`[fleet]`): the fleet's view; `None` for one instance on its state file.
@@ -42,6 +46,7 @@ impl App {
             router: Router::new(&cfg, active, &metrics),
             tracker: Tracker::new(metrics.clone()),
             controller: Controller::default(),
+            history: History::new(cfg.switch.watch),
             tls: cfg.tls.as_ref().map(|t| {
                 Arc::new(CertResolver::new(
                     t.cert.clone(),

@@ -24,6 +24,7 @@ use toml::Spanned;
 use crate::access_log::Destination;
 use crate::routing::Color;
 use crate::tls;
+use crate::verdict::Rules;
 
 /// A config that failed to load: where and what, ready to print as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +306,12 @@ struct RawSwitch {
     gate_timeout: Dur,
     drain_timeout: Dur,
     watch: Dur,
-    max_errors: Spanned<u64>,
+    max_errors: Option<Spanned<u64>>,
+    max_error_rate: Option<Spanned<String>>,
+    baseline: Option<Spanned<bool>>,
+    min_requests: Option<Spanned<u64>>,
+    require_traffic: bool,
+    max_p99: Option<Spanned<Dur>>,
 }
 
 impl Default for RawSwitch {
@@ -314,7 +320,12 @@ impl Default for RawSwitch {
             gate_timeout: dur(50),
             drain_timeout: dur(30),
             watch: dur(30),
-            max_errors: Spanned::new(0..0, 3),
+            max_errors: None,
+            max_error_rate: None,
+            baseline: None,
+            min_requests: None,
+            require_traffic: false,
+            max_p99: None,
         }
     }
 }
@@ -451,7 +462,7 @@ pub struct FleetConfig {
     pub min_members: usize,
 }
 
-/// `[limits]`: the refusals of the front door (the README's "Refusals and limits" lists status codes).
+/// `[limits]`: the refusals of the front door (docs/refusals.md lists status codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Open client connections; the next one gets a 503 and is closed at once.
@@ -492,7 +503,9 @@ pub struct SwitchConfig {
     pub gate_timeout: Duration,
     pub drain_timeout: Duration,
     pub watch: Duration,
-    pub max_errors: u64,
+    /// What the watch judges: `max_errors`, `max_error_rate`, `baseline`, `min_requests`,
+    /// `require_traffic`, `max_p99`.
+    pub rules: Rules,
 }
 
 #[derive(Debug, Clone)]
@@ -726,12 +739,7 @@ fn validate(
             "[health] interval and timeout must be greater than zero".into(),
         ));
     }
-    if *raw.switch.max_errors.get_ref() == 0 {
-        return Err(at(
-            raw.switch.max_errors.span(),
-            "[switch] max_errors must be at least 1 (1 means: the first error rolls back)".into(),
-        ));
-    }
+    let switch = switch_config(raw.switch, at)?;
     let preview = match raw.preview {
         None => None,
         Some(p) => {
@@ -890,12 +898,7 @@ fn validate(
             rise: *raw.health.rise.get_ref(),
             fall: *raw.health.fall.get_ref(),
         },
-        switch: SwitchConfig {
-            gate_timeout: raw.switch.gate_timeout.0,
-            drain_timeout: raw.switch.drain_timeout.0,
-            watch: raw.switch.watch.0,
-            max_errors: *raw.switch.max_errors.get_ref(),
-        },
+        switch,
         shutdown_timeout: raw.shutdown.timeout.0,
         preview,
         hooks,
@@ -1021,6 +1024,80 @@ fn fleet_config(
         member,
         lease_ttl: ttl,
         min_members,
+    })
+}
+
+/// Parses `"1%"`, `"0.5%"` into a ratio (0.01, 0.005); 0% to 100%.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let Some(num) = t.strip_suffix('%') else {
+        return Err(format!(
+            "\"{s}\" is not a percentage: write it with a % sign, like \"1%\" or \"0.5%\""
+        ));
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v / 100.0),
+        _ => Err(format!(
+            "\"{s}\" is not a percentage between 0% and 100% (examples: \"1%\", \"0.5%\")"
+        )),
+    }
+}
+
+/// `[switch]`: the timeouts and the watch rules. `max_errors` defaults to 3 (the seed's
+/// smoke test) only while no rate or latency rule is written, else it is off unless written:
+/// a default count of 3 would defeat a rate rule on a busy service.
+fn switch_config(
+    raw: RawSwitch,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<SwitchConfig, ConfigError> {
+    if let Some(m) = raw.max_errors.as_ref().filter(|m| *m.get_ref() == 0) {
+        return Err(at(
+            m.span(),
+            "[switch] max_errors must be at least 1 (1 means: the first error rolls back)".into(),
+        ));
+    }
+    let max_error_rate = match &raw.max_error_rate {
+        Some(r) => Some(
+            parse_percent(r.get_ref())
+                .map_err(|e| at(r.span(), format!("[switch] max_error_rate: {e}")))?,
+        ),
+        None => None,
+    };
+    let baseline = raw.baseline.as_ref().is_some_and(|b| *b.get_ref());
+    if let (Some(b), true, None) = (&raw.baseline, baseline, max_error_rate) {
+        return Err(at(
+            b.span(),
+            "[switch] baseline = true needs max_error_rate: the allowance over the old color's error ratio, like \"1%\"".into(),
+        ));
+    }
+    let max_p99 = match &raw.max_p99 {
+        Some(p) if p.get_ref().0.is_zero() => {
+            return Err(at(
+                p.span(),
+                "[switch] max_p99 must be greater than zero".into(),
+            ))
+        }
+        Some(p) => Some(p.get_ref().0),
+        None => None,
+    };
+    let rates = max_error_rate.is_some() || max_p99.is_some();
+    let max_errors = match raw.max_errors {
+        Some(m) => Some(*m.get_ref()),
+        None if rates => None,
+        None => Rules::default().max_errors,
+    };
+    Ok(SwitchConfig {
+        gate_timeout: raw.gate_timeout.0,
+        drain_timeout: raw.drain_timeout.0,
+        watch: raw.watch.0,
+        rules: Rules {
+            max_errors,
+            max_error_rate,
+            baseline,
+            min_requests: raw.min_requests.map(|m| *m.get_ref()).unwrap_or(0),
+            require_traffic: raw.require_traffic,
+            max_p99,
+        },
     })
 }
 
@@ -1502,5 +1579,66 @@ green = ["127.0.0.1:3002"]
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("é\nx", 3), (2, 1));
         assert_eq!(line_col("", 10), (1, 1));
+    }
+
+    fn rules(switch: &str) -> Rules {
+        let text = format!("{MIN}\n[switch]\n{switch}\n");
+        Config::parse(Path::new("t.toml"), &text)
+            .expect("valid [switch]")
+            .switch
+            .rules
+    }
+
+    #[test]
+    fn watch_rules_and_how_max_errors_combines_with_them() {
+        assert_eq!(rules(""), Rules::default());
+        assert_eq!(rules("max_errors = 7").max_errors, Some(7));
+        let r = rules(
+            "max_error_rate = \"0.5%\"\nbaseline = true\nmin_requests = 50\nrequire_traffic = true\nmax_p99 = \"250ms\"",
+        );
+        assert_eq!(
+            r,
+            Rules {
+                max_errors: None,
+                max_error_rate: Some(0.005),
+                baseline: true,
+                min_requests: 50,
+                require_traffic: true,
+                max_p99: Some(Duration::from_millis(250)),
+            }
+        );
+        // Written next to a rate rule, max_errors stays: an early brake on a disaster.
+        let r = rules("max_errors = 500\nmax_error_rate = \"1%\"");
+        assert_eq!((r.max_errors, r.max_error_rate), (Some(500), Some(0.01)));
+        assert_eq!(rules("max_p99 = \"1s\"").max_errors, None);
+    }
+
+    #[test]
+    fn bad_watch_rules_point_at_the_value() {
+        let line = MIN.lines().count() + 3;
+        let e = err(&format!("{MIN}\n[switch]\nmax_error_rate = \"1\"\n"));
+        assert_eq!(
+            e,
+            format!("t.toml:{line}:18: [switch] max_error_rate: \"1\" is not a percentage: write it with a % sign, like \"1%\" or \"0.5%\"")
+        );
+        let e = err(&format!("{MIN}\n[switch]\nmax_error_rate = \"120%\"\n"));
+        assert!(e.contains("between 0% and 100%"), "{e}");
+        let e = err(&format!("{MIN}\n[switch]\nbaseline = true\n"));
+        assert!(
+            e.starts_with(&format!(
+                "t.toml:{line}:12: [switch] baseline = true needs max_error_rate"
+            )),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}\n[switch]\nmax_p99 = \"0ms\"\n"));
+        assert!(e.starts_with(&format!("t.toml:{line}:11: ")), "{e}");
+        let e = err(&format!("{MIN}\n[switch]\nmax_p99 = \"250\"\n"));
+        assert!(e.contains("has no unit"), "{e}");
+        let e = err(&format!("{MIN}\n[switch]\nmin_requests = -1\n"));
+        assert!(e.contains(&format!("t.toml:{line}:")), "{e}");
+        assert_eq!(parse_percent(" 2.5% "), Ok(0.025));
+        assert_eq!(parse_percent("0%"), Ok(0.0));
+        assert!(parse_percent("abc%").is_err());
+        assert!(parse_percent("NaN%").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! The switch driver: runs the pure machine of switch.rs against the real world.
 //!
 //! It reads health flags for the gate, runs hooks, writes the state file, stores the routing
-//! table, samples the new color's counters during the watch and reports every step as a
+//! table, takes the old color's baseline (history.rs), samples the new color's counters during
+//! the watch for verdict.rs and reports every step as a
 //! progress line. A switch runs in its own task, so a client that disconnects does not cancel
 //! it; `abort` and `rollback` reach it through a channel and get its answer back. Only one
 //! switch runs at a time. This module does not parse admin commands (admin.rs) or probe
@@ -14,13 +15,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
 use crate::drain::{self, drain_line};
+use crate::history::Sample;
 use crate::hooks;
+use crate::metrics::DURATION_BUCKETS;
 use crate::routing::{Color, Health};
 use crate::state;
-use crate::switch::{
-    gate_verdict, result_label, transition, watch_verdict, Event, GateVerdict, Phase, WatchVerdict,
-};
+use crate::switch::{gate_verdict, result_label, transition, Event, GateVerdict, Phase};
 use crate::sync::lock;
+use crate::verdict::{judge, progress_line, quantile, reason, Counts, Verdict, Window};
 
 /// How often the gate and the watch look at their numbers.
 const TICK: Duration = Duration::from_millis(100);
@@ -143,6 +145,7 @@ impl Controller {
                 stop: stop_rx,
                 pending: None,
                 swapped: false,
+                baseline: Counts::default(),
             };
             let last = d.run().await;
             *lock(&app.controller.running) = None;
@@ -232,6 +235,15 @@ struct Driver {
     pending: Option<Stop>,
     /// Whether traffic moved to the target at some point.
     swapped: bool,
+    /// The old color's counts over one watch window just before the swap.
+    baseline: Counts,
+}
+
+/// The new color's totals when its watch began.
+struct WatchStart {
+    counts: Counts,
+    /// Cumulative duration buckets, kept only when `max_p99` is set.
+    buckets: Option<Vec<u64>>,
 }
 
 impl Driver {
@@ -308,6 +320,18 @@ impl Driver {
             self.go(Event::Refuse);
             return format!("error: refused: {e}; traffic stays on {}", self.from);
         }
+        let (baseline, covered) = self.app.history.baseline(
+            self.from,
+            Sample::now(&self.app.metrics),
+            self.app.cfg.switch.watch,
+        );
+        self.baseline = baseline;
+        tracing::debug!(
+            ?baseline,
+            ?covered,
+            "baseline of {} before the swap",
+            self.from
+        );
         let t = Instant::now();
         self.app.router.set_active(self.to);
         self.swapped = true;
@@ -392,13 +416,33 @@ impl Driver {
         }
     }
 
-    /// Watches the new color; commits, or swaps back on errors or an operator's stop.
+    /// What the new color did since `start`: counts, and p99 when a rule wants it.
+    fn window(&self, start: &WatchStart, elapsed: Duration) -> Window {
+        let app = &self.app;
+        let (requests, errors) = app.metrics.color_stats(self.to).snapshot();
+        let p99 = start.buckets.as_ref().and_then(|before| {
+            let after = app.metrics.duration_buckets(self.to);
+            quantile(0.99, &DURATION_BUCKETS, before, &after)
+        });
+        Window {
+            color: self.to,
+            counts: Counts::since(Counts { requests, errors }, start.counts),
+            p99,
+            baseline: self.baseline,
+            elapsed,
+            length: app.cfg.switch.watch,
+        }
+    }
+
+    /// Watches the new color; commits, or swaps back when a rule fails or an operator stops.
     async fn watch(&mut self) -> String {
         let app = self.app.clone();
-        let window = app.cfg.switch.watch;
-        let max = app.cfg.switch.max_errors;
-        let stats = app.metrics.color_stats(self.to);
-        let (base_req, base_err) = stats.snapshot();
+        let rules = app.cfg.switch.rules.clone();
+        let (requests, errors) = app.metrics.color_stats(self.to).snapshot();
+        let start = WatchStart {
+            counts: Counts { requests, errors },
+            buckets: rules.max_p99.map(|_| app.metrics.duration_buckets(self.to)),
+        };
         let started = Instant::now();
         // `ok` means done: a clean window commits only once the old color has drained, or
         // once its WebSockets had their handover (drain_timeout) and a moment to close.
@@ -407,30 +451,22 @@ impl Driver {
         let mut drained = false;
         self.go(Event::WatchStarted);
         loop {
-            let (req, err) = stats.snapshot();
-            let (requests, errors) = (req - base_req, err - base_err);
-            let elapsed = started.elapsed();
-            let left = window.saturating_sub(elapsed);
+            let w = self.window(&start, started.elapsed());
             app.controller.update(|i| {
-                i.errors = errors;
-                i.requests = requests;
-                i.phase_left = Some(left);
+                i.errors = w.counts.errors;
+                i.requests = w.counts.requests;
+                i.phase_left = Some(w.length.saturating_sub(w.elapsed));
             });
             let open = app.tracker.open(self.from);
             let draining = !open.is_empty() && Instant::now() < drain_until;
-            let verdict = match watch_verdict(errors, max, elapsed, window) {
-                WatchVerdict::Commit if draining => WatchVerdict::Continue,
+            let verdict = match judge(&rules, &w) {
+                Verdict::Commit(_) if draining => Verdict::Continue,
                 v => v,
             };
-            if last_report.elapsed() >= REPORT_EVERY || verdict != WatchVerdict::Continue {
+            if last_report.elapsed() >= REPORT_EVERY || verdict != Verdict::Continue {
                 last_report = Instant::now();
-                if !left.is_zero() || verdict != WatchVerdict::Continue {
-                    self.say(format!(
-                        "watch: {} {errors} errors in {requests} requests, {}s left",
-                        self.to,
-                        // Rounded up: "0s left" only when the window is over.
-                        left.as_secs() + u64::from(left.subsec_nanos() > 0)
-                    ));
+                if w.elapsed < w.length || verdict != Verdict::Continue {
+                    self.say(progress_line(&rules, &w));
                 }
                 if !drained {
                     self.say(drain_line(self.from, open));
@@ -438,33 +474,16 @@ impl Driver {
                 }
             }
             match verdict {
-                WatchVerdict::Continue => {}
-                WatchVerdict::Commit => {
-                    self.go(Event::WatchClean);
-                    if let Some(cmd) = app.cfg.hooks.post_commit.clone() {
-                        if let Err(e) = hooks::run(
-                            "post_commit",
-                            &cmd,
-                            self.from,
-                            self.to,
-                            "committed",
-                            app.cfg.hooks.timeout,
-                            &self.out,
-                        )
-                        .await
-                        {
-                            self.say(format!("warning: {e} (the switch stays committed)"));
-                        }
+                Verdict::Continue => {}
+                Verdict::Commit(unjudged) => {
+                    if let Some(rule) = unjudged {
+                        self.say(format!("watch: {}", reason(&rules, &w, rule)));
                     }
-                    return format!("ok active={}", self.to);
+                    return self.commit().await;
                 }
-                WatchVerdict::RollBack => {
+                Verdict::RollBack(rule) => {
                     self.go(Event::TooManyErrors);
-                    let reason = format!(
-                        "{} had {errors} errors in {requests} requests within {}s (max_errors {max})",
-                        self.to,
-                        elapsed.as_secs()
-                    );
+                    let reason = reason(&rules, &w, rule);
                     self.swap_back(&reason).await;
                     return format!("error: rolled back to {}: {reason}", self.from);
                 }
@@ -483,6 +502,26 @@ impl Driver {
                 }
             }
         }
+    }
+
+    async fn commit(&mut self) -> String {
+        self.go(Event::WatchClean);
+        if let Some(cmd) = self.app.cfg.hooks.post_commit.clone() {
+            if let Err(e) = hooks::run(
+                "post_commit",
+                &cmd,
+                self.from,
+                self.to,
+                "committed",
+                self.app.cfg.hooks.timeout,
+                &self.out,
+            )
+            .await
+            {
+                self.say(format!("warning: {e} (the switch stays committed)"));
+            }
+        }
+        format!("ok active={}", self.to)
     }
 
     /// Traffic back to `from`. The table moves even if the state file cannot be written:

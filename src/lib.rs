@@ -9,6 +9,9 @@
 //! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
 //! - [`switch`]: the pure switch state machine; [`controller`] drives it
+//! - [`fault`]: whose fault a failed exchange was (what the watch may count)
+//! - [`verdict`]: the watch's rules (error count, error rate over a baseline, p99, traffic)
+//! - [`history`]: per-second samples of each color's counts, for the baseline
 //! - [`hooks`]: operator commands run around a switch
 //! - [`drain`]: per-color open requests and WebSockets, and their handover
 //! - [`wsframe`]: WebSocket frame boundaries, for a clean 1012 close
@@ -28,8 +31,10 @@ pub mod controller;
 pub mod demo;
 pub mod drain;
 pub mod edge;
+pub mod fault;
 pub mod fleet;
 pub mod health;
+pub mod history;
 pub mod hooks;
 pub mod metrics;
 pub mod proxy;
@@ -39,4 +44,5 @@ pub mod state;
 pub mod switch;
 pub mod sync;
 pub mod tls;
+pub mod verdict;
 pub mod wsframe;

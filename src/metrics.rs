@@ -33,7 +33,13 @@ pub const REFUSAL_REASONS: [&str; 4] = [
     "no_route",
 ];
 
-/// Per-color request and error totals, read by the watch window as deltas.
+/// Upper bounds (seconds) of `switchyard_request_duration_seconds`.
+pub const DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Per-color request totals and the errors that count against the color (fault.rs decides
+/// which), read by the watch window as deltas.
 #[derive(Debug, Default)]
 pub struct ColorStats {
     pub requests: AtomicU64,
@@ -98,6 +104,7 @@ pub struct Metrics {
     server_healthy: IntGaugeVec,
     switches: IntCounterVec,
     upstream_errors: IntCounterVec,
+    client_aborts: [IntCounter; 2],
     refused: IntCounterVec,
     client_connections: IntGauge,
     color_stats: [ColorStats; 2],
@@ -167,10 +174,7 @@ impl Metrics {
                 "switchyard_request_duration_seconds",
                 "Time from request start to the last byte of the response, by route and color.",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
+            .buckets(DURATION_BUCKETS.to_vec()),
             &["route", "color"],
         ));
         let active = must(IntGaugeVec::new(
@@ -215,6 +219,13 @@ impl Metrics {
             ),
             &["color", "kind"],
         ));
+        let client_aborts_vec = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_client_aborts_total",
+                "Exchanges the client ended early (hung up, reset, stalled), by color; never counted against the color.",
+            ),
+            &["color"],
+        ));
         let refused = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_refused_total",
@@ -237,6 +248,7 @@ impl Metrics {
             Box::new(server_healthy.clone()),
             Box::new(switches.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(client_aborts_vec.clone()),
         ] {
             must(registry.register(c));
         }
@@ -248,6 +260,7 @@ impl Metrics {
         }
         let per_color = |v: &IntGaugeVec| Color::ALL.map(|c| v.with_label_values(&[c.as_str()]));
         Metrics {
+            client_aborts: Color::ALL.map(|c| client_aborts_vec.with_label_values(&[c.as_str()])),
             inflight: per_color(&inflight_vec),
             websockets: per_color(&ws_vec),
             registry,
@@ -343,6 +356,46 @@ impl Metrics {
             .inc();
     }
 
+    pub fn client_abort(&self, c: Color) {
+        self.client_aborts[c.idx()].inc();
+    }
+
+    /// Records what fault.rs says makes a failed exchange visible.
+    pub fn record_fault(&self, c: Color, m: crate::fault::Metric) {
+        match m {
+            crate::fault::Metric::None => {}
+            crate::fault::Metric::UpstreamError(kind) => self.upstream_error(c, kind.label()),
+            crate::fault::Metric::ClientAbort => self.client_abort(c),
+        }
+    }
+
+    /// The color's request-duration histogram summed over its routes: cumulative counts per
+    /// bound of [`DURATION_BUCKETS`], then the total. Gathers (allocates): for the watch's
+    /// once-a-tick p99, never for the request path.
+    pub fn duration_buckets(&self, c: Color) -> Vec<u64> {
+        use prometheus::core::Collector;
+        let mut sums = vec![0u64; DURATION_BUCKETS.len() + 1];
+        for family in self.duration.collect() {
+            for m in family.get_metric() {
+                let ours = m
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == "color" && l.value() == c.as_str());
+                if !ours {
+                    continue;
+                }
+                let h = m.get_histogram();
+                for (sum, b) in sums.iter_mut().zip(h.get_bucket()) {
+                    *sum = sum.wrapping_add(b.cumulative_count());
+                }
+                if let Some(total) = sums.last_mut() {
+                    *total = total.wrapping_add(h.get_sample_count());
+                }
+            }
+        }
+        sums
+    }
+
     /// One refusal by the front door; `reason` is one of [`REFUSAL_REASONS`].
     pub fn refused(&self, reason: &str) {
         self.refused.with_label_values(&[reason]).inc();
@@ -422,6 +475,7 @@ mod tests {
         m.set_server_healthy(Color::Green, "127.0.0.1:1", true);
         m.upstream_error(Color::Blue, "connect");
         m.refused("no_route");
+        m.client_abort(Color::Green);
         m.client_connections().add(2);
         let text = String::from_utf8(m.render()).expect("utf8");
         for want in [
@@ -438,8 +492,24 @@ mod tests {
             "switchyard_refused_total{reason=\"no_route\"} 1",
             "switchyard_refused_total{reason=\"too_many_connections\"} 0",
             "switchyard_client_connections 2",
+            "switchyard_client_aborts_total{color=\"green\"} 1",
+            "switchyard_client_aborts_total{color=\"blue\"} 0",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+    }
+
+    #[test]
+    fn duration_buckets_sum_a_colors_routes() {
+        let m = Metrics::new();
+        let (a, b) = (m.route_stats("a"), m.route_stats("b"));
+        a.record(Color::Green, 200, Duration::from_millis(3));
+        b.record(Color::Green, 500, Duration::from_millis(40));
+        b.record(Color::Blue, 200, Duration::from_millis(1));
+        let g = m.duration_buckets(Color::Green);
+        assert_eq!(g.len(), DURATION_BUCKETS.len() + 1);
+        // le=0.005 holds the 3 ms one, le=0.05 both, the total both.
+        assert_eq!((g[3], g[6], g[15]), (1, 2, 2));
+        assert_eq!(m.duration_buckets(Color::Blue)[15], 1);
     }
 }

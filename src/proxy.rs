@@ -5,7 +5,8 @@
 //! `X-Forwarded-Proto: https` when the client came over TLS); the route's response headers
 //! and, on `gzip` routes, pingora's compression module on the way down; counters, metrics and
 //! the access log line in `logging`. It does not decide switches or health; it reads what the
-//! control plane published. Before any of that, edge.rs's checks refuse what a backend could misread
+//! control plane published, and leaves to fault.rs whether a failure counts against the
+//! color. Before any of that, edge.rs's checks refuse what a backend could misread
 //! (400/431, connection closed) and mark the connection's header/idle deadlines. Nothing here
 //! locks; the only per-request allocations are the ones pingora's API asks for (the boxed
 //! peer, forwarding header values, names of added response headers), the body of a refusal,
@@ -31,6 +32,7 @@ use crate::app::App;
 use crate::config::{HeaderRule, PreviewConfig};
 use crate::drain::{Open, WsRegistration};
 use crate::edge::{self, Refusal};
+use crate::fault::{classify, Failure, Kind, Metric, Origin, Stage};
 use crate::routing::{Backend, Color, Route};
 use crate::wsframe::{close_frame_1012, FrameTracker};
 
@@ -61,6 +63,9 @@ pub struct Ctx {
     started: Instant,
     tries: usize,
     backend: Option<Arc<Backend>>,
+    /// The status of the backend's response head (0 before one arrived); switchyard's own
+    /// answers never set it.
+    backend_status: u16,
     inflight: Option<Open>,
     /// A duplicate of the upstream socket of an upgrade request, kept so a drain can end it.
     upstream_fd: Option<OwnedFd>,
@@ -147,19 +152,36 @@ pub fn error_status(e: &Error) -> u16 {
     }
 }
 
-/// The `kind` label of `switchyard_upstream_errors_total`.
-pub fn error_kind(e: &Error) -> &'static str {
-    match e.etype() {
+/// pingora's error as fault.rs sees it: who broke the exchange, and how.
+pub fn failure_of(e: &Error) -> Failure {
+    let origin = match e.esource() {
+        ErrorSource::Upstream => Origin::Upstream,
+        ErrorSource::Downstream => Origin::Client,
+        ErrorSource::Internal | ErrorSource::Unset => Origin::Proxy,
+    };
+    let kind = match e.etype() {
         ErrorType::ConnectTimedout
         | ErrorType::ConnectRefused
         | ErrorType::ConnectNoRoute
         | ErrorType::ConnectError
         | ErrorType::SocketError
-        | ErrorType::BindError => "connect",
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
-        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => "reset",
-        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => "protocol",
-        _ => "other",
+        | ErrorType::BindError => Kind::Connect,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Kind::Timeout,
+        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => Kind::Reset,
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => Kind::Protocol,
+        _ => Kind::Other,
+    };
+    Failure { origin, kind }
+}
+
+/// How far this request's exchange got, for fault.rs.
+fn stage(ctx: &Ctx) -> Stage {
+    if ctx.websocket.is_some() {
+        Stage::Upgraded
+    } else if ctx.backend_status != 0 {
+        Stage::AfterHead
+    } else {
+        Stage::BeforeHead
     }
 }
 
@@ -303,6 +325,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             tries: 0,
             backend: None,
+            backend_status: 0,
             inflight: None,
             upstream_fd: None,
             websocket: None,
@@ -400,13 +423,16 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        self.app.metrics.upstream_error(ctx.color, error_kind(&e));
         // Nothing was sent yet: another server of the same color may take the request.
         let servers = ctx
             .route
             .as_ref()
             .map(|r| r.pool(ctx.color).backends.len())
             .unwrap_or(0);
+        // Every failed attempt is on record before any 502 goes out; whether the request
+        // counts against the color is decided once, in logging.
+        let kind = failure_of(&e).kind;
+        self.app.metrics.upstream_error(ctx.color, kind.label());
         if ctx.tries < servers {
             e.set_retry(true);
         }
@@ -450,6 +476,10 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status >= 200 || status == 101 {
+            ctx.backend_status = status;
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.websocket.is_none() {
             match ctx.upstream_fd.take() {
                 Some(fd) => {
@@ -579,8 +609,12 @@ impl ProxyHttp for Proxy {
         } else {
             e.retry.decide_reuse(client_reused);
         }
-        if !e.retry() {
-            self.app.metrics.upstream_error(ctx.color, error_kind(&e));
+        let failure = failure_of(&e);
+        if failure.origin == Origin::Upstream {
+            // On record before the error page goes out (see fail_to_connect).
+            self.app
+                .metrics
+                .upstream_error(ctx.color, failure.kind.label());
         }
         e
     }
@@ -603,8 +637,12 @@ impl ProxyHttp for Proxy {
         stats
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
-        if code >= 500 || upstream_failed {
+        let fault = classify(stage(ctx), ctx.backend_status, e.map(failure_of));
+        if fault.metric == Metric::ClientAbort {
+            // Upstream errors were recorded where they happened, attempt by attempt.
+            self.app.metrics.client_abort(ctx.color);
+        }
+        if fault.counts {
             stats
                 .errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -775,12 +813,16 @@ mod tests {
     }
 
     #[test]
-    fn error_kinds() {
-        let e = Error::new(ErrorType::ConnectRefused);
-        assert_eq!(error_kind(&e), "connect");
-        let e = Error::new(ErrorType::ReadTimedout);
-        assert_eq!(error_kind(&e), "timeout");
-        let e = Error::new(ErrorType::ConnectionClosed);
-        assert_eq!(error_kind(&e), "reset");
+    fn pingora_errors_map_onto_failures() {
+        let f = failure_of(&Error::new(ErrorType::ConnectRefused).into_up());
+        assert_eq!((f.origin, f.kind), (Origin::Upstream, Kind::Connect));
+        let f = failure_of(&Error::new(ErrorType::ReadTimedout).into_up());
+        assert_eq!((f.origin, f.kind), (Origin::Upstream, Kind::Timeout));
+        let f = failure_of(&Error::new(ErrorType::ConnectionClosed).into_down());
+        assert_eq!((f.origin, f.kind), (Origin::Client, Kind::Reset));
+        let f = failure_of(&Error::new(ErrorType::InvalidHTTPHeader).into_down());
+        assert_eq!((f.origin, f.kind), (Origin::Client, Kind::Protocol));
+        let f = failure_of(&Error::new(ErrorType::InternalError));
+        assert_eq!((f.origin, f.kind), (Origin::Proxy, Kind::Other));
     }
 }

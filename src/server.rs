@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::edge::FrontDoor;
 use crate::fleet::{self, Fleet};
 use crate::health::HealthChecker;
+use crate::history::Sampler;
 use crate::metrics::MetricsApp;
 use crate::proxy::Proxy;
 use crate::routing::Color;
@@ -197,6 +198,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
             },
         ));
     }
+    server.add_service(background_service("history", Sampler { app: app.clone() }));
     // pingora announces SIGQUIT/SIGTERM on this channel seconds before it stops the services
     // (an upgrade waits 5 s for the new process to take the sockets): from then on every
     // response says `Connection: close`, so keep-alive clients move over while both

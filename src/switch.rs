@@ -3,9 +3,9 @@
 //! `Idle → Gate → Swapped → Watch → Committed | RolledBack`, with `Refused` (the gate did
 //! not pass, a pre-switch hook said no, the state file could not be written) and `Aborted`
 //! (an operator stopped it). The driver in controller.rs feeds events and does the I/O each
-//! transition asks for; the verdict functions below decide the gate and the watch from
-//! numbers the driver measured. Keeping all of this pure is what makes every transition
-//! testable without a proxy.
+//! transition asks for; the gate verdict below decides from numbers the driver measured
+//! (the watch's verdict is verdict.rs's). Keeping all of this pure is what makes every
+//! transition testable without a proxy.
 
 use std::fmt;
 use std::time::Duration;
@@ -72,7 +72,7 @@ pub enum Event {
     WatchStarted,
     /// Watch window ended clean.
     WatchClean,
-    /// Too many errors on the new color.
+    /// A watch rule failed on the new color (verdict.rs).
     TooManyErrors,
     /// An operator's `abort` (or `rollback`) while the switch runs.
     Abort,
@@ -129,30 +129,6 @@ pub fn gate_verdict(
         GateVerdict::Refuse
     } else {
         GateVerdict::Wait
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchVerdict {
-    Continue,
-    Commit,
-    RollBack,
-}
-
-/// The watch: `errors` counted on the new color since the swap; reaching `max_errors` rolls
-/// back, even on the last tick; a clean window commits.
-pub fn watch_verdict(
-    errors: u64,
-    max_errors: u64,
-    elapsed: Duration,
-    window: Duration,
-) -> WatchVerdict {
-    if errors >= max_errors {
-        WatchVerdict::RollBack
-    } else if elapsed >= window {
-        WatchVerdict::Commit
-    } else {
-        WatchVerdict::Continue
     }
 }
 
@@ -230,17 +206,6 @@ mod tests {
         assert_eq!(gate_verdict(1, 2, s(10), t, false), GateVerdict::Refuse);
         assert_eq!(gate_verdict(0, 0, s(0), t, false), GateVerdict::Wait);
         assert_eq!(gate_verdict(0, 2, s(99), t, true), GateVerdict::Pass);
-    }
-
-    #[test]
-    fn watch() {
-        let w = Duration::from_secs(30);
-        let s = Duration::from_secs;
-        assert_eq!(watch_verdict(0, 3, s(1), w), WatchVerdict::Continue);
-        assert_eq!(watch_verdict(2, 3, s(29), w), WatchVerdict::Continue);
-        assert_eq!(watch_verdict(3, 3, s(5), w), WatchVerdict::RollBack);
-        assert_eq!(watch_verdict(3, 3, s(30), w), WatchVerdict::RollBack);
-        assert_eq!(watch_verdict(0, 3, s(30), w), WatchVerdict::Commit);
     }
 
     #[test]

@@ -15,11 +15,16 @@ use common::{eventually, get, AdminConn, Backends, Client, Proxy, Setup};
 const SLOW: Duration = Duration::from_secs(30);
 
 /// One member's config: the shared backends, the cluster, a 2 s lease.
+/// `watch` is the window, or a whole set of `[switch]` rule lines when it has a newline.
 fn setup(b: &Backends, etcd: &EtcdCluster, id: &str, min: usize, watch: &str) -> Setup {
     let mut s = Setup::new(b.route());
-    s.switch = format!(
-        "[switch]\ngate_timeout = \"5s\"\ndrain_timeout = \"1s\"\nwatch = \"{watch}\"\nmax_errors = 3\n"
-    );
+    let rules = if watch.contains('\n') {
+        watch.to_string()
+    } else {
+        // A gate with room for an etcd leader election and members reconnecting.
+        format!("gate_timeout = \"10s\"\nwatch = \"{watch}\"\nmax_errors = 3\n")
+    };
+    s.switch = format!("[switch]\ndrain_timeout = \"1s\"\n{rules}");
     s.extra = format!(
         "[fleet]\netcd = {}\nname = \"t\"\nmember = \"{id}\"\nlease_ttl = \"2s\"\nmin_members = {min}\n",
         etcd.toml_list()
@@ -428,5 +433,75 @@ async fn a_paused_member_catches_up_after_a_compaction() {
         m[1].log_text().contains("history compacted"),
         "{}",
         m[1].log_text()
+    );
+}
+
+#[tokio::test]
+async fn the_fleet_gate_and_the_fleet_watch_judge_every_member() {
+    let etcd = EtcdCluster::start(3).await;
+    let b = Backends::start().await;
+    let rules = "gate_timeout = \"2s\"\nwatch = \"2s\"\nmax_error_rate = \"10%\"\n";
+    let m = start_fleet(&b, &etcd, 2, 2, rules).await;
+    let all: Vec<&Proxy> = m.iter().collect();
+
+    // Green unhealthy: the gate refuses and nothing moves.
+    b.green.set_healthy(false);
+    for p in &all {
+        eventually("green unhealthy", SLOW, || async {
+            p.ctl("health")
+                .await
+                .iter()
+                .any(|l| l.starts_with("green ") && l.contains(" unhealthy "))
+        })
+        .await;
+    }
+    let r = m[1].ctl("switch green").await;
+    let last = r.last().expect("final");
+    assert!(last.starts_with("error: refused: green not ready on the fleet after 2s (healthy on 0/2 members: edge-1: 0/1 servers healthy; edge-2: 0/1 servers healthy)"), "{r:?}");
+    assert!(last.ends_with("traffic stays on blue"), "{last}");
+    assert!(status(&m[0]).await.contains("ok active=blue phase=idle"));
+
+    // Healthy but answering 500: the summed error rate over both members rolls the fleet back.
+    b.green.set_healthy(true);
+    for p in &all {
+        p.wait_healthy().await;
+    }
+    b.green.set_status(Some(500));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut traffic = Vec::new();
+    for p in &all {
+        let (addr, stop) = (p.addr(), stop.clone());
+        traffic.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = c.try_request("GET", "/", &[], "").await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let r = m[0].ctl("switch green").await;
+    stop.store(true, Ordering::Relaxed);
+    for t in traffic {
+        t.await.expect("traffic task");
+    }
+    let last = r.last().expect("final");
+    assert!(
+        last.starts_with(
+            "error: rolled back to blue by edge-1: green 100% errors over 2s > max_error_rate 10%"
+        ),
+        "{r:?}"
+    );
+    assert!(last.ends_with("on 2 members"), "{last}");
+    assert!(
+        r.iter()
+            .any(|l| l.starts_with("watch: green ") && l.contains("requests on 2 members")),
+        "{r:?}"
+    );
+    converge(&all, "blue").await;
+    let d = decision(&etcd).await;
+    assert_eq!(
+        (d["epoch"].as_u64(), d["color"].as_str()),
+        (Some(2), Some("blue")),
+        "{d}"
     );
 }

@@ -11,29 +11,42 @@ use std::collections::BTreeMap;
 use crate::app::App;
 use crate::routing::{Color, Health};
 
-use super::store::{now_ms, ColorHealth, Counters, Decision, FleetPhase, MemberRecord};
+use crate::history::Sample;
+
+use super::store::{now_ms, ColorHealth, Decision, FleetPhase, MemberRecord};
 
 /// Live members (their lease holds their record), by id, with the lease of each.
 pub type Live = BTreeMap<String, (MemberRecord, i64)>;
 
 /// This process's record, from its routing table, health view and counters.
-pub fn own_record(app: &App, id: &str, epoch: u64, started_ms: u64) -> MemberRecord {
+pub fn own_record(
+    app: &App,
+    id: &str,
+    (epoch, seen_rev): (u64, i64),
+    started_ms: u64,
+) -> MemberRecord {
     let health = Color::ALL.map(|c| {
         let (healthy, total) = app.router.backends_of(c).fold((0, 0), |(h, t), b| {
             (h + u32::from(b.health() == Health::Healthy), t + 1)
         });
         ColorHealth { healthy, total }
     });
-    let counters = Color::ALL.map(|c| {
-        let (requests, errors) = app.metrics.color_stats(c).snapshot();
-        Counters { requests, errors }
-    });
+    let now = Sample::now(&app.metrics);
+    let serving = app.router.active();
+    let (baseline, _) = app.history.baseline(serving, now, app.cfg.switch.watch);
+    let buckets = match app.cfg.switch.rules.max_p99 {
+        Some(_) => Color::ALL.map(|c| app.metrics.duration_buckets(c)),
+        None => Default::default(),
+    };
     MemberRecord {
         id: id.to_string(),
-        serving: app.router.active(),
+        serving,
         epoch,
+        seen_rev,
         health,
-        counters,
+        counters: now.counts,
+        baseline,
+        buckets,
         seen_ms: now_ms(),
         started_ms,
     }
@@ -87,13 +100,16 @@ pub fn recovered(d: &Decision, actor: &str, at_ms: u64) -> Decision {
     next
 }
 
-/// Members whose record shows the target color healthy, and the others with why.
-pub fn gate_view(live: &Live, to: Color) -> (usize, Vec<String>) {
+/// Members whose record, written after the switch began (`since`: the revision of the gate
+/// decision), shows the target color healthy, and the others with why.
+pub fn gate_view(live: &Live, to: Color, since: i64) -> (usize, Vec<String>) {
     let mut ok = 0;
     let mut bad = Vec::new();
     for (id, (rec, _)) in live {
         let h = rec.health[to.idx()];
-        if h.all_healthy() {
+        if rec.seen_rev < since {
+            bad.push(format!("{id}: no report since the switch began"));
+        } else if h.all_healthy() {
             ok += 1;
         } else {
             bad.push(format!("{id}: {}/{} servers healthy", h.healthy, h.total));
@@ -119,12 +135,14 @@ pub fn swapped(live: &Live, color: Color, epoch: u64) -> (usize, Vec<String>) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::verdict::Counts;
 
     pub fn rec(id: &str, serving: Color, epoch: u64, green: (u32, u32)) -> MemberRecord {
         MemberRecord {
             id: id.into(),
             serving,
             epoch,
+            seen_rev: 0,
             health: [
                 ColorHealth {
                     healthy: 1,
@@ -135,7 +153,9 @@ pub(crate) mod tests {
                     total: green.1,
                 },
             ],
-            counters: [Counters::default(); 2],
+            counters: [Counts::default(); 2],
+            baseline: Counts::default(),
+            buckets: Default::default(),
             seen_ms: 0,
             started_ms: 0,
         }
@@ -212,9 +232,14 @@ pub(crate) mod tests {
         l.insert("a".into(), (rec("a", Color::Green, 6, (2, 2)), 1));
         l.insert("b".into(), (rec("b", Color::Blue, 5, (1, 2)), 2));
         assert_eq!(
-            gate_view(&l, Color::Green),
+            gate_view(&l, Color::Green, 0),
             (1, vec!["b: 1/2 servers healthy".into()])
         );
+        let stale = vec![
+            "a: no report since the switch began".to_string(),
+            "b: no report since the switch began".to_string(),
+        ];
+        assert_eq!(gate_view(&l, Color::Green, 1), (0, stale));
         assert_eq!(
             swapped(&l, Color::Green, 6),
             (1, vec!["b on blue (epoch 5)".into()])

@@ -19,6 +19,7 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 
 use crate::routing::Color;
+use crate::verdict::Counts;
 
 /// How long one etcd call may take before the fleet counts etcd as unreachable.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -113,13 +114,6 @@ impl ColorHealth {
     }
 }
 
-/// Totals one member served on one color since it started (the fleet watch sums deltas).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub requests: u64,
-    pub errors: u64,
-}
-
 /// What a live member publishes about itself, attached to its lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
@@ -128,9 +122,21 @@ pub struct MemberRecord {
     pub serving: Color,
     /// The decision epoch it applied last.
     pub epoch: u64,
+    /// The etcd revision of the last decision it had seen when it wrote this record: the
+    /// gate trusts only records written after the switch began.
+    #[serde(default)]
+    pub seen_rev: i64,
     /// Per color, indexed by `Color::idx`.
     pub health: [ColorHealth; 2],
-    pub counters: [Counters; 2],
+    /// Requests and counted errors per color since the process started.
+    pub counters: [Counts; 2],
+    /// The color it serves, over one watch window just before now (the `baseline` rule).
+    #[serde(default)]
+    pub baseline: Counts,
+    /// Cumulative request-duration buckets per color (metrics::DURATION_BUCKETS, then the
+    /// total), published only when `max_p99` is set: the fleet's p99 is computed from them.
+    #[serde(default)]
+    pub buckets: [Vec<u64>; 2],
     /// Wall-clock milliseconds of this record.
     pub seen_ms: u64,
     /// The process start (wall-clock ms): a restart resets counters.

@@ -21,13 +21,13 @@ use tokio::sync::mpsc;
 use crate::app::App;
 use crate::controller::{Lines, StopKind, SwitchInfo};
 use crate::hooks;
+use crate::metrics::DURATION_BUCKETS;
 use crate::routing::Color;
-use crate::switch::{watch_verdict, GateVerdict, Phase, WatchVerdict};
+use crate::switch::{GateVerdict, Phase};
+use crate::verdict::{judge, progress_line, quantile, reason, Counts, Verdict, Window};
 
 use super::member::{gate_view, swapped, Live};
-use super::store::{
-    cas_decision, now_ms, Cas, Counters, Decision, FleetPhase, StoreError, Versioned,
-};
+use super::store::{cas_decision, now_ms, Cas, Decision, FleetPhase, StoreError, Versioned};
 use super::Fleet;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -245,11 +245,11 @@ impl Driver {
             at_ms: now_ms(),
             ..gate.clone()
         };
-        let base = counters_of(&self.fleet.view().members, self.to);
+        let (base, baseline) = bases(&self.fleet.view().members, self.to);
         let rev = self.cas(rev, &swap).await?;
         self.app.controller.update(|i| i.phase = Phase::Watch);
         self.confirm_swap(swap.epoch).await;
-        self.watch(rev, &swap, from, base).await
+        self.watch(rev, &swap, from, base, baseline).await
     }
 
     /// The fleet gate, then the pre-switch hook. Releases the switch when it refuses.
@@ -263,7 +263,7 @@ impl Driver {
             if ownership(v.decision.as_ref(), rev) == Ownership::Lost {
                 return Err(lost_line(v.decision.as_ref()));
             }
-            let (ok, bad) = gate_view(&v.members, self.to);
+            let (ok, bad) = gate_view(&v.members, self.to, rev);
             let live = v.members.len();
             let elapsed = started.elapsed();
             match fleet_gate(live, ok, min, elapsed, timeout, self.force) {
@@ -381,10 +381,9 @@ impl Driver {
         rev: i64,
         swap: &Decision,
         from: Color,
-        mut base: BTreeMap<String, Counters>,
+        mut base: BTreeMap<String, Base>,
+        baseline: Counts,
     ) -> Step<String> {
-        let window = self.app.cfg.switch.watch;
-        let max = self.app.cfg.switch.max_errors;
         let started = Instant::now();
         let mut last_report = Instant::now() - REPORT_EVERY;
         loop {
@@ -402,43 +401,53 @@ impl Driver {
                     d => Err(lost_line(d.as_ref())),
                 };
             }
-            let (requests, errors) = fleet_totals(&mut base, &v.members, self.to);
-            let elapsed = started.elapsed();
-            let left = window.saturating_sub(elapsed);
+            let rules = &self.app.cfg.switch.rules;
+            let (counts, buckets) = fleet_totals(&mut base, &v.members, self.to);
+            let w = Window {
+                color: self.to,
+                counts,
+                p99: rules.max_p99.and_then(|_| {
+                    let zero = vec![0; DURATION_BUCKETS.len() + 1];
+                    quantile(0.99, &DURATION_BUCKETS, &zero, &buckets)
+                }),
+                baseline,
+                elapsed: started.elapsed(),
+                length: self.app.cfg.switch.watch,
+            };
             self.app.controller.update(|i| {
-                i.errors = errors;
-                i.requests = requests;
-                i.phase_left = Some(left);
+                i.errors = counts.errors;
+                i.requests = counts.requests;
+                i.phase_left = Some(w.length.saturating_sub(w.elapsed));
             });
-            let verdict = watch_verdict(errors, max, elapsed, window);
-            if last_report.elapsed() >= REPORT_EVERY || verdict != WatchVerdict::Continue {
+            let verdict = judge(rules, &w);
+            if last_report.elapsed() >= REPORT_EVERY || verdict != Verdict::Continue {
                 last_report = Instant::now();
-                self.say(format!(
-                    "watch: {} {errors} errors in {requests} requests on {} members, {}s left",
-                    self.to,
-                    v.members.len(),
-                    left.as_secs() + u64::from(left.subsec_nanos() > 0)
-                ));
+                let members = format!(" requests on {} members, ", v.members.len());
+                self.say(progress_line(rules, &w).replacen(" requests, ", &members, 1));
             }
             let next = match verdict {
-                WatchVerdict::Continue => None,
-                WatchVerdict::Commit => Some(Decision {
-                    phase: FleetPhase::Idle,
-                    at_ms: now_ms(),
-                    note: format!("switch to {} committed by {}", self.to, self.me()),
-                    ..swap.clone()
-                }),
-                WatchVerdict::RollBack => Some(Decision {
+                Verdict::Continue => None,
+                Verdict::Commit(unjudged) => {
+                    if let Some(rule) = unjudged {
+                        self.say(format!("watch: {}", reason(rules, &w, rule)));
+                    }
+                    Some(Decision {
+                        phase: FleetPhase::Idle,
+                        at_ms: now_ms(),
+                        note: format!("switch to {} committed by {}", self.to, self.me()),
+                        ..swap.clone()
+                    })
+                }
+                Verdict::RollBack(rule) => Some(Decision {
                     epoch: swap.epoch + 1,
                     color: from,
                     phase: FleetPhase::Idle,
                     at_ms: now_ms(),
                     note: format!(
-                        "rolled back by {}: {} had {errors} errors in {requests} requests on {} members within {}s (max_errors {max})",
+                        "rolled back to {from} by {}: {} on {} members",
                         self.me(),
-                        self.to,
-                        v.members.len(),
-                        elapsed.as_secs()
+                        reason(rules, &w, rule),
+                        v.members.len()
                     ),
                     ..swap.clone()
                 }),
@@ -587,32 +596,64 @@ fn gate_refusal(live: usize, ok: usize, min: usize, bad: &[String]) -> String {
     }
 }
 
-/// Each live member's counters for `color`.
-pub fn counters_of(live: &Live, color: Color) -> BTreeMap<String, Counters> {
-    live.iter()
-        .map(|(id, (r, _))| (id.clone(), r.counters[color.idx()]))
-        .collect()
+/// One member's totals on the new color when the watch started counting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    pub counts: Counts,
+    pub buckets: Vec<u64>,
 }
 
-/// Requests and errors on `color` since `base`, summed over the live members. A member
-/// seen for the first time is based where it is now; one whose counters went down
-/// restarted and counts from zero.
+/// Each live member's totals on `to` at the swap, and the fleet's baseline: the old color's
+/// counts over one window just before the swap, summed over the members serving it.
+pub fn bases(live: &Live, to: Color) -> (BTreeMap<String, Base>, Counts) {
+    let mut baseline = Counts::default();
+    let mut base = BTreeMap::new();
+    for (id, (r, _)) in live {
+        if r.serving != to {
+            baseline.requests += r.baseline.requests;
+            baseline.errors += r.baseline.errors;
+        }
+        base.insert(
+            id.clone(),
+            Base {
+                counts: r.counters[to.idx()],
+                buckets: r.buckets[to.idx()].clone(),
+            },
+        );
+    }
+    (base, baseline)
+}
+
+/// Requests, errors and duration buckets on `color` since `base`, summed over the live
+/// members. A member seen for the first time is based where it is now; one whose
+/// counters went down restarted and counts from zero.
 pub fn fleet_totals(
-    base: &mut BTreeMap<String, Counters>,
+    base: &mut BTreeMap<String, Base>,
     live: &Live,
     color: Color,
-) -> (u64, u64) {
-    let (mut req, mut err) = (0, 0);
+) -> (Counts, Vec<u64>) {
+    let mut sum = Counts::default();
+    let mut buckets = vec![0u64; DURATION_BUCKETS.len() + 1];
     for (id, (r, _)) in live {
-        let now = r.counters[color.idx()];
-        let b = base.entry(id.clone()).or_insert(now);
-        if now.requests < b.requests || now.errors < b.errors {
-            *b = Counters::default();
+        let now = Base {
+            counts: r.counters[color.idx()],
+            buckets: r.buckets[color.idx()].clone(),
+        };
+        let b = base.entry(id.clone()).or_insert_with(|| now.clone());
+        if now.counts.requests < b.counts.requests || now.counts.errors < b.counts.errors {
+            *b = Base {
+                counts: Counts::default(),
+                buckets: Vec::new(),
+            };
         }
-        req += now.requests - b.requests;
-        err += now.errors - b.errors;
+        let d = Counts::since(now.counts, b.counts);
+        sum.requests += d.requests;
+        sum.errors += d.errors;
+        for (i, n) in now.buckets.iter().enumerate().take(buckets.len()) {
+            buckets[i] += n.saturating_sub(b.buckets.get(i).copied().unwrap_or(0));
+        }
     }
-    (req, err)
+    (sum, buckets)
 }
 
 /// What `abort` or `rollback` writes over the current decision.
@@ -727,25 +768,62 @@ mod tests {
     #[test]
     fn totals_sum_members_and_survive_restarts_and_joins() {
         let mut l = live(&[]);
-        let put = |l: &mut Live, id: &str, req: u64, err: u64| {
-            let mut r = rec(id, Color::Green, 5, (1, 1));
-            r.counters[Color::Green.idx()] = Counters {
+        let put = |l: &mut Live, id: &str, req: u64, err: u64, serving: Color| {
+            let mut r = rec(id, serving, 5, (1, 1));
+            r.counters[Color::Green.idx()] = Counts {
                 requests: req,
                 errors: err,
             };
+            r.baseline = Counts {
+                requests: 10,
+                errors: 1,
+            };
+            let mut b = vec![0; DURATION_BUCKETS.len() + 1];
+            b[3] = req; // every request in the 5 ms bucket
+            *b.last_mut().expect("total") = req;
+            r.buckets[Color::Green.idx()] = b;
             l.insert(id.into(), (r, 1));
         };
-        put(&mut l, "a", 100, 1);
-        put(&mut l, "b", 50, 0);
-        let mut base = counters_of(&l, Color::Green);
-        put(&mut l, "a", 130, 2);
-        put(&mut l, "b", 60, 0);
-        assert_eq!(fleet_totals(&mut base, &l, Color::Green), (40, 1));
-        put(&mut l, "b", 5, 1); // b restarted
-        put(&mut l, "c", 1000, 9); // c joined: counts from now on
-        assert_eq!(fleet_totals(&mut base, &l, Color::Green), (35, 2));
-        put(&mut l, "c", 1010, 10);
-        assert_eq!(fleet_totals(&mut base, &l, Color::Green), (45, 3));
+        put(&mut l, "a", 100, 1, Color::Blue);
+        put(&mut l, "b", 50, 0, Color::Blue);
+        let (mut base, baseline) = bases(&l, Color::Green);
+        assert_eq!(
+            baseline,
+            Counts {
+                requests: 20,
+                errors: 2
+            }
+        );
+        put(&mut l, "a", 130, 2, Color::Green);
+        put(&mut l, "b", 60, 0, Color::Green);
+        let (c, buckets) = fleet_totals(&mut base, &l, Color::Green);
+        assert_eq!(
+            c,
+            Counts {
+                requests: 40,
+                errors: 1
+            }
+        );
+        assert_eq!((buckets[3], buckets[DURATION_BUCKETS.len()]), (40, 40));
+        put(&mut l, "b", 5, 1, Color::Green); // b restarted
+        put(&mut l, "c", 1000, 9, Color::Green); // c joined: counts from now on
+        let (c, _) = fleet_totals(&mut base, &l, Color::Green);
+        assert_eq!(
+            c,
+            Counts {
+                requests: 35,
+                errors: 2
+            }
+        );
+        put(&mut l, "c", 1010, 10, Color::Green);
+        let (c, _) = fleet_totals(&mut base, &l, Color::Green);
+        assert_eq!(
+            c,
+            Counts {
+                requests: 45,
+                errors: 3
+            }
+        );
     }
 
     #[test]

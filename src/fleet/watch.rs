@@ -238,8 +238,14 @@ async fn ensure_lease(client: &mut Client, fleet: &Fleet) -> Result<i64, StoreEr
 }
 
 async fn publish(client: &mut Client, app: &App, fleet: &Fleet) -> Result<(), StoreError> {
-    let epoch = fleet.view().applied_epoch;
-    let rec = own_record(app, &fleet.cfg.member, epoch, fleet.started_ms);
+    let v = fleet.view();
+    let seen = v.decision.map(|d| d.mod_revision).unwrap_or(0);
+    let rec = own_record(
+        app,
+        &fleet.cfg.member,
+        (v.applied_epoch, seen),
+        fleet.started_ms,
+    );
     store::put_member(client, &fleet.keys, &rec, fleet.lease()).await?;
     Ok(())
 }
