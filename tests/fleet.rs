@@ -370,9 +370,11 @@ async fn without_quorum_members_detach_keep_serving_and_refuse_switches() {
     );
     etcd.resume(0);
     etcd.resume(1);
+    let t = Instant::now();
     for p in &all {
         wait_status(p, " connected").await;
     }
+    eprintln!("members connected again {:?} after quorum came back", t.elapsed());
     assert_eq!(m[1].ctl_last("switch green").await, "ok active=green");
     converge(&all, "green").await;
     load.finish().await;
@@ -427,7 +429,8 @@ async fn a_paused_member_catches_up_after_a_compaction() {
     assert_eq!(m[0].ctl_last("switch green").await, "ok active=green");
     etcd.compact().await;
     m[1].signal(libc::SIGCONT);
-    converge(&[&m[1]], "green").await;
+    let took = converge(&[&m[1]], "green").await;
+    eprintln!("paused member on the fleet's color {took:?} after it resumed (history compacted)");
     wait_status(&m[1], "epoch=3 connected").await;
     assert!(
         m[1].log_text().contains("history compacted"),
