@@ -39,9 +39,23 @@ async fn start_fleet(
     min: usize,
     watch: &str,
 ) -> Vec<Proxy> {
+    start_fleet_with(b, etcd, n, min, watch, "").await
+}
+
+/// `extra`: more config sections for every member (e.g. `[hooks]`).
+async fn start_fleet_with(
+    b: &Backends,
+    etcd: &EtcdCluster,
+    n: usize,
+    min: usize,
+    watch: &str,
+    extra: &str,
+) -> Vec<Proxy> {
     let mut members = Vec::new();
     for i in 1..=n {
-        members.push(Proxy::start(&setup(b, etcd, &format!("edge-{i}"), min, watch)).await);
+        let mut s = setup(b, etcd, &format!("edge-{i}"), min, watch);
+        s.extra.push_str(extra);
+        members.push(Proxy::start(&s).await);
     }
     for p in &members {
         wait_status(p, &format!("members={n}/")).await;
@@ -260,7 +274,13 @@ async fn a_switch_on_one_member_moves_the_fleet_and_a_second_one_is_refused() {
 async fn the_switching_member_paused_mid_watch_is_rolled_back_once_by_the_fleet() {
     let etcd = EtcdCluster::start(3).await;
     let b = Backends::start().await;
-    let m = start_fleet(&b, &etcd, 3, 1, "30s").await;
+    let hooks = tempfile::tempdir().expect("tempdir");
+    let log = hooks.path().join("rollbacks");
+    let on_rollback = format!(
+        "[hooks]\non_rollback = \"echo $SWITCHYARD_FROM $SWITCHYARD_TO >> {}\"\n",
+        log.display()
+    );
+    let m = start_fleet_with(&b, &etcd, 3, 1, "30s", &on_rollback).await;
     let rest: Vec<&Proxy> = m[1..].iter().collect();
     let load = Load::start(&rest);
     let mut c = AdminConn::connect(&m[0]).await;
@@ -297,6 +317,12 @@ async fn the_switching_member_paused_mid_watch_is_rolled_back_once_by_the_fleet(
         decision(&etcd).await["epoch"],
         2,
         "still exactly one rollback"
+    );
+    eventually("on_rollback ran", SLOW, || async { log.exists() }).await;
+    let ran = std::fs::read_to_string(&log).expect("on_rollback log");
+    assert_eq!(
+        ran, "green blue\n",
+        "on_rollback ran once, on the member that rolled back"
     );
     for p in &m {
         assert_eq!(serves(p).await, "blue");
@@ -374,7 +400,10 @@ async fn without_quorum_members_detach_keep_serving_and_refuse_switches() {
     for p in &all {
         wait_status(p, " connected").await;
     }
-    eprintln!("members connected again {:?} after quorum came back", t.elapsed());
+    eprintln!(
+        "members connected again {:?} after quorum came back",
+        t.elapsed()
+    );
     assert_eq!(m[1].ctl_last("switch green").await, "ok active=green");
     converge(&all, "green").await;
     load.finish().await;

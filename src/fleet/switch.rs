@@ -100,27 +100,37 @@ pub async fn stop(app: &Arc<App>, fleet: &Fleet, kind: StopKind) -> String {
         Ok(Cas::Won(_)) => {
             wait_applied(fleet, next.epoch, SWAP_WAIT).await;
             if next.epoch != cur.decision.epoch {
-                if let Some(cmd) = &app.cfg.hooks.on_rollback {
-                    let (tx, _rx) = mpsc::unbounded_channel();
-                    let from = cur.decision.color;
-                    if let Err(e) = hooks::run(
-                        "on_rollback",
-                        cmd,
-                        from,
-                        next.color,
-                        &next.note,
-                        app.cfg.hooks.timeout,
-                        &tx,
-                    )
-                    .await
-                    {
-                        tracing::warn!("{e}");
-                    }
-                }
+                rollback_hook(app, cur.decision.color, next.color, &next.note).await;
             }
             tracing::warn!(epoch = next.epoch, "fleet: {}", next.note);
             format!("ok active={}", next.color)
         }
+    }
+}
+
+/// `on_rollback` on the member that decided a rollback the driver did not (an operator's
+/// `rollback`, or the fleet settling a dead member's switch); its output goes to the log.
+pub async fn rollback_hook(app: &App, from: Color, to: Color, reason: &str) {
+    let Some(cmd) = &app.cfg.hooks.on_rollback else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let r = hooks::run(
+        "on_rollback",
+        cmd,
+        from,
+        to,
+        reason,
+        app.cfg.hooks.timeout,
+        &tx,
+    )
+    .await;
+    drop(tx);
+    while let Some(line) = rx.recv().await {
+        tracing::info!("on_rollback: {line}");
+    }
+    if let Err(e) = r {
+        tracing::warn!("{e}");
     }
 }
 

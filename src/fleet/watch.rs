@@ -206,7 +206,7 @@ async fn session_inner(
                 if on_events(app, fleet, &resp) {
                     found(&mut client, app, fleet).await?;
                 }
-                recover(&mut client, fleet).await?;
+                recover(&mut client, app, fleet).await?;
             }
             _ = tick.tick() => {
                 timed(keeper.keep_alive()).await?;
@@ -215,7 +215,7 @@ async fn session_inner(
                     _ => return Err(StoreError::Closed("this member's lease expired (was the process paused?)".into())),
                 }
                 publish(&mut client, app, fleet).await?;
-                recover(&mut client, fleet).await?;
+                recover(&mut client, app, fleet).await?;
             }
             _ = fleet.publish.notified() => publish(&mut client, app, fleet).await?,
         }
@@ -346,7 +346,7 @@ fn on_events(app: &Arc<App>, fleet: &Fleet, resp: &WatchResponse) -> bool {
 
 /// When a switch lost the member running it, the lowest live member settles it by CAS:
 /// exactly one rollback, however many members notice.
-async fn recover(client: &mut Client, fleet: &Fleet) -> Result<(), StoreError> {
+async fn recover(client: &mut Client, app: &Arc<App>, fleet: &Fleet) -> Result<(), StoreError> {
     let v = fleet.view();
     let Some(cur) = v.decision else {
         return Ok(());
@@ -361,6 +361,13 @@ async fn recover(client: &mut Client, fleet: &Fleet) -> Result<(), StoreError> {
     let next = recovered(&cur.decision, me, now_ms());
     if let Cas::Won(_) = cas_decision(client, &fleet.keys, cur.mod_revision, &next).await? {
         tracing::warn!(epoch = next.epoch, "fleet: {}", next.note);
+        if next.color != cur.decision.color {
+            let (app, from) = (app.clone(), cur.decision.color);
+            // Off the session loop: a slow hook must not stall the heartbeat.
+            tokio::spawn(async move {
+                super::switch::rollback_hook(&app, from, next.color, &next.note).await;
+            });
+        }
     }
     Ok(())
 }
