@@ -267,7 +267,9 @@ impl Driver {
         let timeout = self.app.cfg.switch.gate_timeout;
         let min = self.fleet.cfg.min_members;
         let started = Instant::now();
-        let mut last_report: Option<Instant> = None;
+        // The first second is quiet: members publish fresh records within a heartbeat of
+        // the switch beginning, and "no report since the switch began" is just that.
+        let mut last_report = Instant::now();
         loop {
             let v = self.fleet.view();
             if ownership(v.decision.as_ref(), rev) == Ownership::Lost {
@@ -298,8 +300,8 @@ impl Driver {
                     ));
                 }
                 GateVerdict::Wait => {
-                    if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
-                        last_report = Some(Instant::now());
+                    if last_report.elapsed() >= REPORT_EVERY {
+                        last_report = Instant::now();
                         self.say(format!(
                             "gate: {} healthy on {ok}/{live} members (min_members {min}), waiting up to {}s{}",
                             self.to,
