@@ -284,21 +284,9 @@ impl Driver {
         if let Some(last) = self.gate().await {
             return last;
         }
-        if let Some(cmd) = self.app.cfg.hooks.pre_switch.clone() {
-            let reason = if self.force {
-                "switch (forced)"
-            } else {
-                "switch"
-            };
-            let hook = hooks::run(
-                "pre_switch",
-                &cmd,
-                self.from,
-                self.to,
-                reason,
-                self.app.cfg.hooks.timeout,
-                &self.out,
-            );
+        if self.app.cfg.hooks.pre_switch.is_some() {
+            let app = self.app.clone();
+            let hook = hooks::pre_switch(&app.cfg.hooks, self.from, self.to, self.force, &self.out);
             tokio::select! {
                 r = hook => if let Err(e) = r {
                     self.go(Event::Refuse);

@@ -313,25 +313,10 @@ impl Driver {
             }
             tokio::time::sleep(TICK).await;
         }
-        if let Some(cmd) = self.app.cfg.hooks.pre_switch.clone() {
-            let reason = if self.force {
-                "switch (forced)"
-            } else {
-                "switch"
-            };
-            let hook = hooks::run(
-                "pre_switch",
-                &cmd,
-                from,
-                self.to,
-                reason,
-                self.app.cfg.hooks.timeout,
-                &self.out,
-            );
-            if let Err(e) = hook.await {
-                self.release(rev, gate).await;
-                return Err(format!("error: refused: {e}; traffic stays on {from}"));
-            }
+        let hooks = &self.app.cfg.hooks;
+        if let Err(e) = hooks::pre_switch(hooks, from, self.to, self.force, &self.out).await {
+            self.release(rev, gate).await;
+            return Err(format!("error: refused: {e}; traffic stays on {from}"));
         }
         Ok(rev)
     }
