@@ -5,6 +5,8 @@
 #
 # Ports (override with the environment): etcd clients 23791-23793 (peers 23801-23803), demo
 # apps 3100 (blue) and 3101 (green), front doors 8101-8103, metrics 9101-9103.
+# MEMBERS=N (1-9) starts N instances instead of 3; WATCH sets [switch] watch (default 10s);
+# benches/fleet.sh uses both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,8 @@ front_base=${FRONT_BASE:-810}    # front doors ${front_base}1..3
 metrics_base=${METRICS_BASE:-910}
 blue_port=${BLUE_PORT:-3100}
 green_port=${GREEN_PORT:-3101}
+members=${MEMBERS:-3}
+watch=${WATCH:-10s}
 
 command -v etcd >/dev/null || { echo "fleet-demo: etcd is missing; run scripts/install-deps.sh" >&2; exit 1; }
 [ -x "$bin" ] || { echo "fleet-demo: $bin is missing; run cargo build --release" >&2; exit 1; }
@@ -59,7 +63,7 @@ done
 "$bin" demo --apps-only --blue-port "$blue_port" --green-port "$green_port" >"$dir/apps.log" 2>&1 &
 pids+=($!)
 
-for i in 1 2 3; do
+for i in $(seq 1 "$members"); do
   mkdir -p "$dir/edge-$i"
   cat >"$dir/edge-$i/switchyard.toml" <<TOML
 [listen]
@@ -81,7 +85,7 @@ fall = 2
 [switch]
 gate_timeout = "10s"
 drain_timeout = "5s"
-watch = "10s"
+watch = "$watch"
 
 [fleet]
 etcd = [$endpoints]
@@ -101,7 +105,7 @@ TOML
 done
 
 # Ready: each instance answers /ready once it has confirmed the fleet's color from etcd.
-for i in 1 2 3; do
+for i in $(seq 1 "$members"); do
   for _ in $(seq 1 150); do
     curl -sf "http://127.0.0.1:${metrics_base}$i/ready" >/dev/null 2>&1 && break
     sleep 0.2
@@ -116,7 +120,7 @@ cat <<TXT
 switchyard fleet demo is running (everything in $dir)
   etcd         $endpoints
   demo apps    blue 127.0.0.1:$blue_port, green 127.0.0.1:$green_port
-  edge-1..3    front doors http://127.0.0.1:${front_base}1/ .. ${front_base}3/, /ready on :${metrics_base}1 .. :${metrics_base}3
+  edge-1..$members    front doors http://127.0.0.1:${front_base}1/ .. ${front_base}$members/, /ready on :${metrics_base}1 .. :${metrics_base}$members
 
 Try, in another terminal:
   for i in 1 2 3; do curl -s http://127.0.0.1:${front_base}\$i/; done        # blue x3
