@@ -331,17 +331,25 @@ async fn the_switching_member_paused_mid_watch_is_rolled_back_once_by_the_fleet(
 }
 
 #[tokio::test]
-async fn an_etcd_leader_killed_during_the_gate_and_the_watch_only_delays_the_switch() {
+async fn an_etcd_leader_killed_during_gate_swap_and_watch_only_delays_the_switch() {
     let mut etcd = EtcdCluster::start(3).await;
     let b = Backends::start().await;
     let m = start_fleet(&b, &etcd, 3, 2, "2s").await;
     let all: Vec<&Proxy> = m.iter().collect();
     let load = Load::start(&all);
-    for (color, at) in [("green", "gate:"), ("blue", "watch:")] {
+    // Killed right after the command (the gate), after the gate passed (the swap's CAS), and
+    // once the watch runs.
+    for (color, at, phase) in [
+        ("green", None, "the gate"),
+        ("blue", Some("gate:"), "the swap"),
+        ("green", Some("watch:"), "the watch"),
+    ] {
         let t = Instant::now();
         let mut c = AdminConn::connect(&m[0]).await;
         c.send_raw(format!("switch {color}\n").as_bytes()).await;
-        until_line(&mut c, at).await;
+        if let Some(at) = at {
+            until_line(&mut c, at).await;
+        }
         let leader = etcd.leader().await;
         etcd.kill(leader);
         let r = c.read_reply().await;
@@ -352,7 +360,7 @@ async fn an_etcd_leader_killed_during_the_gate_and_the_watch_only_delays_the_swi
         );
         converge(&all, color).await;
         eprintln!(
-            "switch to {color} with the etcd leader killed during {at} took {:?}",
+            "switch to {color} with the etcd leader killed during {phase} took {:?}",
             t.elapsed()
         );
         etcd.restart(leader);

@@ -238,6 +238,11 @@ async fn ensure_lease(client: &mut Client, fleet: &Fleet) -> Result<i64, StoreEr
 }
 
 async fn publish(client: &mut Client, app: &App, fleet: &Fleet) -> Result<(), StoreError> {
+    if app.leaving() {
+        // A binary upgrade: the new process publishes under this id with its own lease; two
+        // writers would flip the record between leases. This one's lease just runs out.
+        return Ok(());
+    }
     let v = fleet.view();
     let seen = v.decision.map(|d| d.mod_revision).unwrap_or(0);
     let rec = own_record(
