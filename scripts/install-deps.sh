@@ -4,6 +4,8 @@
 #   protoc             etcd-client compiles etcd's protobuf API at build time (fleet mode)
 #   etcd               the fleet tests start their own etcd cluster on loopback (never the
 #                      system service, which this script disables if the package started it)
+#   chromium           the status page's browser test (tests/status_page.rs) drives headless
+#   chromium-driver    Chromium through chromedriver
 # Safe to run again: it does nothing when everything is there, and runs apt-get update once.
 set -euo pipefail
 
@@ -55,3 +57,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 have protoc || { echo "install-deps: protoc still missing after install" >&2; exit 1; }
 have etcd || { echo "install-deps: etcd still missing after install" >&2; exit 1; }
+
+# The status page is tested in a real browser (tests/status_page.rs drives headless Chromium).
+if ! have chromium || ! have chromedriver; then
+  if have apt-get; then
+    echo "install-deps: installing chromium and chromium-driver (the status page's browser test)" >&2
+    apt_install chromium chromium-driver
+  else
+    echo "install-deps: no apt-get: install chromium and chromedriver by hand for tests/status_page.rs" >&2
+  fi
+fi

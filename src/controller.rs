@@ -9,17 +9,18 @@
 //! servers (health.rs).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
-use crate::drain::{self, drain_line};
+use crate::drain::{self, drain_line, OpenCounts};
 use crate::history::Sample;
 use crate::hooks;
 use crate::metrics::DURATION_BUCKETS;
 use crate::routing::{Color, Health};
 use crate::state;
+use crate::status::feed::{reason_of, Feed, SwitchRecord};
 use crate::switch::{gate_verdict, result_label, transition, Event, GateVerdict, Phase};
 use crate::sync::lock;
 use crate::verdict::{judge, progress_line, quantile, reason, Counts, Verdict, Window};
@@ -46,16 +47,59 @@ struct Stop {
     reply: oneshot::Sender<String>,
 }
 
-/// What `status` shows about a running switch.
+/// What `status` and the status page show about a running switch.
 #[derive(Debug, Clone)]
 pub struct SwitchInfo {
     pub from: Color,
     pub to: Color,
     pub phase: Phase,
     pub force: bool,
+    pub started: SystemTime,
+    /// Time left in the gate or the watch window, and that phase's whole length.
     pub phase_left: Option<Duration>,
+    pub phase_total: Option<Duration>,
+    /// The gate: servers of the target color healthy, out of how many.
+    pub healthy: usize,
+    pub servers: usize,
+    /// The watch: the new color's own faults since the swap, and the rule that judges them.
     pub errors: u64,
     pub requests: u64,
+    pub rule: String,
+    /// `max_errors`, when that rule is on: the count at which the watch rolls back at once.
+    pub max_errors: Option<u64>,
+    pub drain: Option<DrainInfo>,
+}
+
+/// The old color's drain during the watch.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainInfo {
+    pub color: Color,
+    pub open: OpenCounts,
+    /// Until its WebSockets are handed over (drain_timeout after the swap).
+    pub left: Duration,
+    pub total: Duration,
+}
+
+impl SwitchInfo {
+    pub(crate) fn new(app: &App, from: Color, to: Color, force: bool) -> SwitchInfo {
+        let rules = &app.cfg.switch.rules;
+        SwitchInfo {
+            from,
+            to,
+            phase: Phase::Gate,
+            force,
+            started: SystemTime::now(),
+            phase_left: None,
+            phase_total: None,
+            healthy: 0,
+            servers: app.router.backends_of(to).count(),
+            errors: 0,
+            requests: 0,
+            rule: rules.summary(),
+            max_errors: rules.max_errors,
+            drain: None,
+        }
+    }
 }
 
 struct Running {
@@ -66,6 +110,9 @@ struct Running {
 #[derive(Default)]
 pub struct Controller {
     running: Mutex<Option<Running>>,
+    /// Every switch's progress for watchers other than the client that asked (the status
+    /// page), and the last switches' outcomes.
+    pub feed: Arc<Feed>,
 }
 
 impl Controller {
@@ -102,7 +149,7 @@ impl Controller {
         if let Some(fleet) = &app.fleet {
             return crate::fleet::switch::start(app, fleet, to, force);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (client, rx) = mpsc::unbounded_channel();
         let from = app.router.active();
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
         {
@@ -116,23 +163,16 @@ impl Controller {
                 return Err("switchyard is shutting down or handing over to a new process; switch on the new one".into());
             }
             if from == to {
-                let _ = tx.send(format!("{to} is already active; nothing to do"));
-                let _ = tx.send(format!("ok active={to}"));
+                let _ = client.send(format!("{to} is already active; nothing to do"));
+                let _ = client.send(format!("ok active={to}"));
                 return Ok(rx);
             }
             *running = Some(Running {
-                info: SwitchInfo {
-                    from,
-                    to,
-                    phase: Phase::Gate,
-                    force,
-                    phase_left: None,
-                    errors: 0,
-                    requests: 0,
-                },
+                info: SwitchInfo::new(app, from, to, force),
                 stop: stop_tx,
             });
         }
+        let (tx, _) = app.controller.feed.tee(client);
         let app = app.clone();
         tokio::spawn(async move {
             let mut d = Driver {
@@ -148,7 +188,7 @@ impl Controller {
                 baseline: Counts::default(),
             };
             let last = d.run().await;
-            *lock(&app.controller.running) = None;
+            let info = lock(&app.controller.running).take().map(|r| r.info);
             // An operator's `rollback` after the swap is a rollback, not an abort.
             let label = match (&d.pending, d.swapped) {
                 (Some(stop), true) if stop.kind == StopKind::Rollback => Some("rolled_back"),
@@ -156,6 +196,15 @@ impl Controller {
             };
             if let Some(label) = label {
                 app.metrics.switch_ended(label);
+                if let Some(info) = info {
+                    app.controller.feed.record(SwitchRecord::new(
+                        (from, to),
+                        force,
+                        label,
+                        outcome_reason(&info, &last),
+                        info.started,
+                    ));
+                }
             }
             if let Some(stop) = d.pending.take() {
                 let _ = stop
@@ -181,6 +230,9 @@ impl Controller {
     /// `rollback` with no switch running: back to the other color at once, no gate (it was
     /// live a moment ago and is still warm).
     pub async fn rollback_now(app: &Arc<App>, out: &mpsc::UnboundedSender<String>) -> String {
+        let started = SystemTime::now();
+        let (teed, forwarding) = app.controller.feed.tee(out.clone());
+        let out = &teed;
         let (from, to) = {
             // Under the switch lock, so a `switch` cannot start between reading the active
             // color and moving it.
@@ -219,7 +271,37 @@ impl Controller {
                 let _ = out.send(format!("warning: {e}"));
             }
         }
-        format!("ok active={to}")
+        let last = format!("ok active={to}");
+        drop(teed);
+        let _ = forwarding.await;
+        app.controller.feed.record(SwitchRecord::new(
+            (from, to),
+            false,
+            "rolled_back",
+            "manual rollback (no switch in progress)".into(),
+            started,
+        ));
+        // The caller sends the final line to its client; watchers get it from here.
+        app.controller.feed.publish(&last);
+        last
+    }
+}
+
+/// The history's reason for how a switch ended: a commit tells the watch's numbers, anything
+/// else its final line.
+fn outcome_reason(info: &SwitchInfo, last: &str) -> String {
+    if last.starts_with("ok") {
+        let window = info.phase_total.unwrap_or_default();
+        format!(
+            "{} errors in {} requests on {} during the {}s watch ({})",
+            info.errors,
+            info.requests,
+            info.to,
+            window.as_secs(),
+            info.rule
+        )
+    } else {
+        reason_of(last)
     }
 }
 
@@ -349,6 +431,12 @@ impl Driver {
         loop {
             let (healthy, total, bad) = self.target_health();
             let elapsed = started.elapsed();
+            self.app.controller.update(|i| {
+                i.healthy = healthy;
+                i.servers = total;
+                i.phase_left = Some(timeout.saturating_sub(elapsed));
+                i.phase_total = Some(timeout);
+            });
             match gate_verdict(healthy, total, elapsed, timeout, self.force) {
                 GateVerdict::Pass => {
                     if self.force && healthy < total {
@@ -387,9 +475,6 @@ impl Driver {
                         ));
                         last_report = Some((Instant::now(), healthy));
                     }
-                    self.app
-                        .controller
-                        .update(|i| i.phase_left = Some(timeout.saturating_sub(elapsed)));
                 }
             }
             tokio::select! {
@@ -435,17 +520,25 @@ impl Driver {
         // `ok` means done: a clean window commits only once the old color has drained, or
         // once its WebSockets had their handover (drain_timeout) and a moment to close.
         let drain_until = started + app.cfg.switch.drain_timeout + HANDOVER_GRACE;
+        let handover_at = started + app.cfg.switch.drain_timeout;
         let mut last_report = Instant::now() - REPORT_EVERY;
         let mut drained = false;
         self.go(Event::WatchStarted);
         loop {
             let w = self.window(&start, started.elapsed());
+            let open = app.tracker.open(self.from);
             app.controller.update(|i| {
                 i.errors = w.counts.errors;
                 i.requests = w.counts.requests;
                 i.phase_left = Some(w.length.saturating_sub(w.elapsed));
+                i.phase_total = Some(w.length);
+                i.drain = Some(DrainInfo {
+                    color: self.from,
+                    open,
+                    left: handover_at.saturating_duration_since(Instant::now()),
+                    total: app.cfg.switch.drain_timeout,
+                });
             });
-            let open = app.tracker.open(self.from);
             let draining = !open.is_empty() && Instant::now() < drain_until;
             let verdict = match judge(&rules, &w) {
                 Verdict::Commit(_) if draining => Verdict::Continue,

@@ -18,13 +18,17 @@
 //! - [`fleet`]: fleet mode: several instances switch as one, through etcd
 //! - [`admin`]: the admin Unix socket protocol
 //! - [`state`]: the persisted active color
-//! - [`metrics`]: the Prometheus registry and `/metrics`
+//! - [`metrics`]: the Prometheus registry
+//! - [`admin_http`]: the `[admin] metrics` listener: `/metrics`, the status page and its feed
+//! - [`progress_bar`]: `ctl`'s bar for a switch's progress on a terminal
+//! - [`status`]: the status page, its state snapshot and the controller's progress feed
 //! - [`app`]: the shared state; [`server`]: assembling and running the process
 //! - [`sync`]: poison-tolerant locking for the control plane
 //! - [`demo`]: built-in demo backends (for `switchyard demo` and tests)
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_http;
 pub mod app;
 pub mod config;
 pub mod controller;
@@ -37,10 +41,12 @@ pub mod health;
 pub mod history;
 pub mod hooks;
 pub mod metrics;
+pub mod progress_bar;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod switch;
 pub mod sync;
 pub mod tls;

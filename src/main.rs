@@ -1,7 +1,7 @@
 //! The `switchyard` command: `run`, `check`, `ctl` and `demo`. Argument parsing and process
 //! exit codes live here; everything else is in the library.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use tracing_subscriber::Layer;
 use switchyard::access_log::{self, Destination};
 use switchyard::config::Config;
 use switchyard::demo::DemoApp;
+use switchyard::progress_bar::Bar;
 use switchyard::server::{self, RunOptions};
 
 // pingora allocates dozens of small objects per request; glibc's malloc was a fifth of the
@@ -194,27 +195,110 @@ fn ctl(socket: &Path, command: &str) -> ExitCode {
         eprintln!("switchyard ctl: cannot send to {}: {e}", socket.display());
         return ExitCode::from(2);
     }
-    let stdout = std::io::stdout();
+    let mut out = Output::new();
     for line in BufReader::new(stream).lines() {
         let line = match line {
             Ok(l) => l,
             Err(e) => {
+                out.clear();
                 eprintln!("switchyard ctl: reading the reply: {e}");
                 return ExitCode::from(2);
             }
         };
-        let mut out = stdout.lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
         if line == "ok" || line.starts_with("ok ") {
+            out.finish(&line);
             return ExitCode::SUCCESS;
         }
         if line.starts_with("error:") {
+            out.finish(&line);
             return ExitCode::from(1);
         }
+        out.line(&line);
     }
+    out.clear();
     eprintln!("switchyard ctl: the connection closed before a final ok/error line");
     ExitCode::from(2)
+}
+
+/// Where `ctl` prints: plain lines when stdout is not a terminal (scripts parse them), else
+/// the repeating gate/drain/watch lines as one bar redrawn in place (progress_bar.rs). The
+/// final `ok`/`error:` line is always printed plainly, as its own line.
+struct Output {
+    bar: Option<Bar>,
+    bar_shown: bool,
+}
+
+impl Output {
+    fn new() -> Output {
+        Output {
+            bar: std::io::stdout().is_terminal().then(Bar::default),
+            bar_shown: false,
+        }
+    }
+
+    fn print(&self, line: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    fn line(&mut self, line: &str) {
+        let Some(bar) = self.bar.as_mut() else {
+            return self.print(line);
+        };
+        if !bar.absorb(line) {
+            self.clear();
+            self.print(line);
+        }
+        self.redraw();
+    }
+
+    fn redraw(&mut self) {
+        let Some(bar) = self.bar.as_ref().filter(|b| !b.is_empty()) else {
+            return;
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\r\x1b[2K{}",
+            bar.render(terminal_width().saturating_sub(1))
+        );
+        let _ = out.flush();
+        self.bar_shown = true;
+    }
+
+    /// Takes the bar off the screen (before a plain line or a message on stderr).
+    fn clear(&mut self) {
+        if std::mem::take(&mut self.bar_shown) {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "\r\x1b[2K");
+            let _ = out.flush();
+        }
+    }
+
+    fn finish(&mut self, last: &str) {
+        self.clear();
+        if let Some(bar) = &self.bar {
+            for l in bar.last_lines() {
+                self.print(l);
+            }
+        }
+        self.print(last);
+    }
+}
+
+/// The terminal's width in columns (stdout), else $COLUMNS, else 100.
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; a failure leaves it zeroed.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        return ws.ws_col as usize;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100)
 }
 
 fn free_port(port: u16) -> std::io::Result<u16> {
@@ -371,6 +455,7 @@ green = ["{green}"]
         r#"
 switchyard demo is running
   front door   http://127.0.0.1:{port}/          (blue app on {blue}, green app on {green})
+  status page  http://127.0.0.1:{metrics_port}/                (live, read-only)
   metrics      http://127.0.0.1:{metrics_port}/metrics
   config       {config}
 

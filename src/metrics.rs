@@ -1,5 +1,5 @@
-//! The Prometheus registry, the handles the request path records into, and the `/metrics`
-//! listener.
+//! The Prometheus registry and the handles the request path records into (the listener that
+//! serves `/metrics` is admin_http.rs).
 //!
 //! Everything the hot path touches is resolved ahead of time (a histogram per route and
 //! color, a lazily created counter per status code) so recording a request is a few atomic
@@ -10,10 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::Response;
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
 use pingora_prometheus::prometheus::{
     self, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -414,48 +410,6 @@ impl Metrics {
             tracing::error!("encoding metrics failed: {e}");
         }
         buf
-    }
-}
-
-/// Whether this instance should get new traffic: `Err(why)` when not.
-pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
-
-/// The `[admin] metrics` listener: `GET /metrics`, and for load balancers `GET /live`
-/// (200 while the process runs) and `GET /ready` (200 or 503 with the reason); 404
-/// anywhere else. What "ready" means is decided elsewhere (app.rs).
-pub struct MetricsApp {
-    pub metrics: Arc<Metrics>,
-    pub ready: Readiness,
-}
-
-#[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
-        let text = "text/plain; charset=utf-8";
-        let (status, ctype, body) = match path {
-            "/metrics" => (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
-            "/live" => (200, text, b"live\n".to_vec()),
-            "/ready" => match (self.ready)() {
-                Ok(()) => (200, text, b"ready\n".to_vec()),
-                Err(why) => (503, text, format!("not ready: {why}\n").into_bytes()),
-            },
-            _ => (
-                404,
-                text,
-                b"not found: try /metrics, /ready or /live\n".to_vec(),
-            ),
-        };
-        Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, ctype)
-            .header(http::header::CONTENT_LENGTH, body.len())
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }
 

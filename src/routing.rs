@@ -8,8 +8,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -91,6 +92,9 @@ pub struct Backend {
     health: AtomicU8,
     /// The checker's last verdict in words, for the `health` command; never read per request.
     detail: Mutex<String>,
+    /// When the checker last set `detail` (ms since the Unix epoch, 0: never), for the status
+    /// page's "last check".
+    checked_at_ms: AtomicU64,
 }
 
 impl Backend {
@@ -101,6 +105,7 @@ impl Backend {
             health_path,
             health: AtomicU8::new(0),
             detail: Mutex::new("not checked yet".into()),
+            checked_at_ms: AtomicU64::new(0),
         }
     }
 
@@ -108,9 +113,20 @@ impl Backend {
         self.detail.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
+    /// The result of a check that just finished.
     pub fn set_detail(&self, d: String) {
         if let Ok(mut g) = self.detail.lock() {
             *g = d;
+        }
+        self.checked_at_ms
+            .store(crate::status::unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// When the last check finished; `None` before the first.
+    pub fn last_check(&self) -> Option<SystemTime> {
+        match self.checked_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
         }
     }
 

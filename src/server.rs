@@ -21,13 +21,13 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::{self, AdminError, AdminService};
+use crate::admin_http::AdminHttp;
 use crate::app::App;
 use crate::config::Config;
 use crate::edge::FrontDoor;
 use crate::fleet::{self, Fleet};
 use crate::health::HealthChecker;
 use crate::history::Sampler;
-use crate::metrics::MetricsApp;
 use crate::proxy::Proxy;
 use crate::routing::Color;
 use crate::state::{self, Saved, StateError};
@@ -166,14 +166,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     server.add_service(proxy);
 
     if let Some(addr) = app.cfg.metrics {
-        let ready = app.clone();
-        let mut metrics = Service::new(
-            "metrics".to_string(),
-            MetricsApp {
-                metrics: app.metrics.clone(),
-                ready: Box::new(move || ready.readiness()),
-            },
-        );
+        // `/metrics`, the status page and its event stream (admin_http.rs).
+        let mut metrics = Service::new("metrics".to_string(), AdminHttp::new(app.clone()));
         metrics.add_tcp(&addr.to_string());
         metrics.threads = Some(1);
         server.add_service(metrics);

@@ -48,19 +48,13 @@ pub fn start(app: &Arc<App>, fleet: &Arc<Fleet>, to: Color, force: bool) -> Resu
                 .into(),
         );
     }
-    let info = SwitchInfo {
-        from: to.other(),
-        to,
-        phase: Phase::Gate,
-        force,
-        phase_left: None,
-        errors: 0,
-        requests: 0,
-    };
+    let info = SwitchInfo::new(app, to.other(), to, force);
     if !app.controller.begin(info) {
         return Err(format!("switch in progress (by {})", fleet.cfg.member));
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (client, rx) = mpsc::unbounded_channel();
+    // The status page follows a fleet switch like any other.
+    let (tx, _) = app.controller.feed.tee(client);
     let (app, fleet) = (app.clone(), fleet.clone());
     tokio::spawn(async move {
         let mut d = Driver {

@@ -1,9 +1,14 @@
 //! Test fixtures: real demo backends on port 0 in the test process, the real `switchyard`
 //! binary started on a config written to a temp dir, and small real clients (HTTP over
-//! hyper, the admin socket over a Unix stream, WebSockets over tokio-tungstenite).
+//! hyper, the admin socket over a Unix stream, WebSockets over tokio-tungstenite). For exact
+//! bytes on the wire: a recording raw TCP backend (`raw_backend`), a raw client
+//! (`raw_client`) and the HTTP/1.1 framing both read with (`wire`).
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod raw_backend;
+pub mod raw_client;
+pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -1,0 +1,27 @@
+//! The live status page on the `[admin] metrics` listener, and what feeds it.
+//!
+//! - [`feed`]: the controller's progress events (a bounded broadcast) and the history of the
+//!   last switches
+//! - [`snapshot`]: the whole state as one serializable value (`GET /status.json`, and the
+//!   periodic `snapshot` events of `GET /events`)
+//! - `page.html`: the page itself (inline CSS and JS, no external assets)
+//!
+//! The HTTP listener that serves all of this is admin_http.rs; `ctl`'s terminal view of the
+//! same progress is progress_bar.rs. Nothing here changes state:
+//! the page is read-only by construction (it has no way to send a command).
+
+pub mod feed;
+pub mod snapshot;
+
+use std::time::SystemTime;
+
+/// The status page, embedded in the binary so it works offline and ships with it.
+pub const PAGE: &str = include_str!("page.html");
+
+/// Milliseconds since the Unix epoch (0 for a clock set before 1970); what every timestamp in
+/// status.json and the events is.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
