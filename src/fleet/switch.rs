@@ -380,17 +380,7 @@ impl Driver {
         loop {
             let v = self.fleet.view();
             if ownership(v.decision.as_ref(), rev) == Ownership::Lost {
-                return match v.decision {
-                    // Our own commit or rollback whose answer etcd did not deliver in time.
-                    Some(d)
-                        if d.decision.phase == FleetPhase::Idle
-                            && d.decision.by.as_deref() == Some(self.me())
-                            && d.decision.note.contains(self.me()) =>
-                    {
-                        Ok(self.ended(&d.decision, from).await)
-                    }
-                    d => Err(lost_line(d.as_ref())),
-                };
+                return self.lost(v.decision, from).await;
             }
             let rules = &self.app.cfg.switch.rules;
             let (counts, buckets) = fleet_totals(&mut base, &v.members, self.to);
@@ -416,33 +406,7 @@ impl Driver {
                 let members = format!(" requests on {} members, ", v.members.len());
                 self.say(progress_line(rules, &w).replacen(" requests, ", &members, 1));
             }
-            let next = match verdict {
-                Verdict::Continue => None,
-                Verdict::Commit(unjudged) => {
-                    if let Some(rule) = unjudged {
-                        self.say(format!("watch: {}", reason(rules, &w, rule)));
-                    }
-                    Some(Decision {
-                        phase: FleetPhase::Idle,
-                        at_ms: now_ms(),
-                        note: format!("switch to {} committed by {}", self.to, self.me()),
-                        ..swap.clone()
-                    })
-                }
-                Verdict::RollBack(rule) => Some(Decision {
-                    epoch: swap.epoch + 1,
-                    color: from,
-                    phase: FleetPhase::Idle,
-                    at_ms: now_ms(),
-                    note: format!(
-                        "rolled back to {from} by {}: {} on {} members",
-                        self.me(),
-                        reason(rules, &w, rule),
-                        v.members.len()
-                    ),
-                    ..swap.clone()
-                }),
-            };
+            let next = self.outcome(verdict, &w, swap, from, v.members.len());
             if let Some(next) = next {
                 match self.cas(rev, &next).await {
                     Ok(_) => return Ok(self.ended(&next, from).await),
@@ -455,6 +419,59 @@ impl Driver {
                 }
             }
             tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// The decision someone else wrote over ours: how this switch ends.
+    async fn lost(&self, now: Option<Versioned>, from: Color) -> Step<String> {
+        match now {
+            // Our own commit or rollback whose answer etcd did not deliver in time.
+            Some(d)
+                if d.decision.phase == FleetPhase::Idle
+                    && d.decision.by.as_deref() == Some(self.me())
+                    && d.decision.note.contains(self.me()) =>
+            {
+                Ok(self.ended(&d.decision, from).await)
+            }
+            d => Err(lost_line(d.as_ref())),
+        }
+    }
+
+    /// What a verdict writes: a commit keeps the color, a rollback goes back as a new epoch.
+    fn outcome(
+        &self,
+        verdict: Verdict,
+        w: &Window,
+        swap: &Decision,
+        from: Color,
+        members: usize,
+    ) -> Option<Decision> {
+        let rules = &self.app.cfg.switch.rules;
+        match verdict {
+            Verdict::Continue => None,
+            Verdict::Commit(unjudged) => {
+                if let Some(rule) = unjudged {
+                    self.say(format!("watch: {}", reason(rules, w, rule)));
+                }
+                Some(Decision {
+                    phase: FleetPhase::Idle,
+                    at_ms: now_ms(),
+                    note: format!("switch to {} committed by {}", self.to, self.me()),
+                    ..swap.clone()
+                })
+            }
+            Verdict::RollBack(rule) => Some(Decision {
+                epoch: swap.epoch + 1,
+                color: from,
+                phase: FleetPhase::Idle,
+                at_ms: now_ms(),
+                note: format!(
+                    "rolled back to {from} by {}: {} on {members} members",
+                    self.me(),
+                    reason(rules, w, rule),
+                ),
+                ..swap.clone()
+            }),
         }
     }
 
