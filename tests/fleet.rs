@@ -14,9 +14,18 @@ use common::{eventually, get, AdminConn, Backends, Client, Proxy, Setup};
 
 const SLOW: Duration = Duration::from_secs(30);
 
-/// One member's config: the shared backends, the cluster, a 2 s lease.
+/// The lease most tests use: short, so a dead member is noticed fast.
+const LEASE: &str = "2s";
+
+/// One member's config: the shared backends, the cluster, its lease.
 /// `watch` is the window, or a whole set of `[switch]` rule lines when it has a newline.
-fn setup(b: &Backends, etcd: &EtcdCluster, id: &str, min: usize, watch: &str) -> Setup {
+fn setup(
+    b: &Backends,
+    etcd: &EtcdCluster,
+    (id, lease): (&str, &str),
+    min: usize,
+    watch: &str,
+) -> Setup {
     let mut s = Setup::new(b.route());
     let rules = if watch.contains('\n') {
         watch.to_string()
@@ -26,7 +35,7 @@ fn setup(b: &Backends, etcd: &EtcdCluster, id: &str, min: usize, watch: &str) ->
     };
     s.switch = format!("[switch]\ndrain_timeout = \"1s\"\n{rules}");
     s.extra = format!(
-        "[fleet]\netcd = {}\nname = \"t\"\nmember = \"{id}\"\nlease_ttl = \"2s\"\nmin_members = {min}\n",
+        "[fleet]\netcd = {}\nname = \"t\"\nmember = \"{id}\"\nlease_ttl = \"{lease}\"\nmin_members = {min}\n",
         etcd.toml_list()
     );
     s
@@ -39,21 +48,21 @@ async fn start_fleet(
     min: usize,
     watch: &str,
 ) -> Vec<Proxy> {
-    start_fleet_with(b, etcd, n, min, watch, "").await
+    start_fleet_with(b, etcd, (n, min), watch, LEASE, "").await
 }
 
 /// `extra`: more config sections for every member (e.g. `[hooks]`).
 async fn start_fleet_with(
     b: &Backends,
     etcd: &EtcdCluster,
-    n: usize,
-    min: usize,
+    (n, min): (usize, usize),
     watch: &str,
+    lease: &str,
     extra: &str,
 ) -> Vec<Proxy> {
     let mut members = Vec::new();
     for i in 1..=n {
-        let mut s = setup(b, etcd, &format!("edge-{i}"), min, watch);
+        let mut s = setup(b, etcd, (&format!("edge-{i}"), lease), min, watch);
         s.extra.push_str(extra);
         members.push(Proxy::start(&s).await);
     }
@@ -280,7 +289,7 @@ async fn the_switching_member_paused_mid_watch_is_rolled_back_once_by_the_fleet(
         "[hooks]\non_rollback = \"echo $SWITCHYARD_FROM $SWITCHYARD_TO >> {}\"\n",
         log.display()
     );
-    let m = start_fleet_with(&b, &etcd, 3, 1, "30s", &on_rollback).await;
+    let m = start_fleet_with(&b, &etcd, (3, 1), "30s", LEASE, &on_rollback).await;
     let rest: Vec<&Proxy> = m[1..].iter().collect();
     let load = Load::start(&rest);
     let mut c = AdminConn::connect(&m[0]).await;
@@ -334,7 +343,9 @@ async fn the_switching_member_paused_mid_watch_is_rolled_back_once_by_the_fleet(
 async fn an_etcd_leader_killed_during_gate_swap_and_watch_only_delays_the_switch() {
     let mut etcd = EtcdCluster::start(3).await;
     let b = Backends::start().await;
-    let m = start_fleet(&b, &etcd, 3, 2, "2s").await;
+    // The default lease: a 2 s one can run out on a loaded machine while a member reconnects
+    // after the leader change, and the fleet would (rightly) roll the switch back.
+    let m = start_fleet_with(&b, &etcd, (3, 2), "2s", "5s", "").await;
     let all: Vec<&Proxy> = m.iter().collect();
     let load = Load::start(&all);
     // Killed right after the command (the gate), after the gate passed (the swap's CAS), and

@@ -315,8 +315,9 @@ impl Driver {
         Ok(rev)
     }
 
-    /// Gives the switch back without moving anything.
+    /// Gives the switch back without moving anything (a refusal).
     async fn release(&self, rev: i64, gate: &Decision) {
+        self.app.metrics.switch_ended("refused");
         let idle = Decision {
             phase: FleetPhase::Idle,
             by: None,

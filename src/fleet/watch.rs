@@ -367,6 +367,7 @@ async fn recover(client: &mut Client, app: &Arc<App>, fleet: &Fleet) -> Result<(
     if let Cas::Won(_) = cas_decision(client, &fleet.keys, cur.mod_revision, &next).await? {
         tracing::warn!(epoch = next.epoch, "fleet: {}", next.note);
         if next.color != cur.decision.color {
+            app.metrics.switch_ended("rolled_back");
             let (app, from) = (app.clone(), cur.decision.color);
             // Off the session loop: a slow hook must not stall the heartbeat.
             tokio::spawn(async move {
