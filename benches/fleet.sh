@@ -30,7 +30,10 @@ export SWITCHYARD_BIN
 
 demo_pid=""
 stop_demo() {
-  [[ -n "$demo_pid" ]] && kill "$demo_pid" 2>/dev/null && wait "$demo_pid" 2>/dev/null
+  if [[ -n "$demo_pid" ]]; then
+    kill "$demo_pid" 2>/dev/null || true
+    wait "$demo_pid" 2>/dev/null || true
+  fi
   demo_pid=""
 }
 trap stop_demo EXIT
@@ -45,7 +48,7 @@ for members in 3 8; do
   demo_pid=$!
   for _ in $(seq 1 300); do grep -q "Ctrl-C stops everything" "$log" && break; sleep 0.2; done
   grep -q "Ctrl-C stops everything" "$log" || { cat "$log" >&2; exit 1; }
-  dir=$(grep -o '/tmp/switchyard-fleet-demo\.[A-Za-z0-9]*' "$log" | head -1)
+  dir=$(grep -m1 -o '/tmp/switchyard-fleet-demo\.[A-Za-z0-9]*' "$log")
   times=$(mktemp)
   color=green
   for s in $(seq 1 "$SWITCHES"); do
