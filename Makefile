@@ -1,5 +1,5 @@
 # The newcomer's entry points. Each installs what a fresh machine lacks first.
-.PHONY: deps demo fleet-demo test check bench bench-quick
+.PHONY: deps demo fleet-demo test check check-container bench bench-quick
 
 deps:
 	@scripts/install-deps.sh
@@ -22,7 +22,13 @@ check: deps
 	cargo build --quiet
 	@for f in conf/*.toml; do ./target/debug/switchyard check --config $$f || exit 1; done
 
-## Load benchmarks against nginx and HAProxy (issue 5); results in benches/results/latest.md.
+## Build the container image and run it, without a Docker engine (root; debootstrap + buildah).
+check-container: deps
+	scripts/check-container.sh
+
+## Benchmarks against nginx and HAProxy (issues 5 and 11): callgrind instructions and heap
+## allocations per request, throughput, constant-rate latency, 1 vs 2 workers, switches,
+## memory per WebSocket and per idle connection; results in benches/results/latest.md.
 bench:
 	benches/run.sh
 

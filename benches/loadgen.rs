@@ -21,6 +21,12 @@
 //!   before the first step and after each (`--settle` seconds after the step's last response),
 //!   reports bytes per idle connection at every step, then closes all and watches the RSS for
 //!   up to `--release-wait` seconds until it is back near the baseline.
+//! - `rate --url http://127.0.0.1:P/ --rate R --duration S`: GET at a constant R requests/s on
+//!   a fixed timetable, latency measured from each request's scheduled send time (corrected for
+//!   coordinated omission, like wrk2); see `loadgen/rate.rs`.
+//! - `count --url http://127.0.0.1:P/ --requests N --on CMD --off CMD`: exactly N requests
+//!   over warmed-up keep-alive connections between two commands (the callgrind window of
+//!   `benches/profile.sh`); see `loadgen/count.rs`.
 //!
 //! Results are printed for humans and, with `--out FILE`, written as `key=value` lines.
 
@@ -41,6 +47,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
+
+// A bench target's root looks for modules beside it, where cargo would take them for benches.
+#[path = "loadgen/blocking_http.rs"]
+mod blocking_http;
+#[path = "loadgen/count.rs"]
+mod count;
+#[path = "loadgen/rate.rs"]
+mod rate;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
@@ -69,7 +83,7 @@ impl Args {
         let mut it = raw.into_iter();
         let mode = it
             .next()
-            .ok_or("usage: loadgen <ports|backend|http|ws|idle> [--key value]...")?;
+            .ok_or("usage: loadgen <ports|backend|http|ws|idle|rate|count> [--key value]...")?;
         let mut opts = HashMap::new();
         while let Some(k) = it.next() {
             let Some(key) = k.strip_prefix("--") else {
@@ -99,6 +113,18 @@ impl Args {
         self.str(key)
             .ok_or_else(|| format!("--{key} is required").into())
     }
+}
+
+/// `--url`'s address, host:port and path. Resolved with the blocking resolver: the URLs
+/// are loopback literals given on the command line, so there is nothing to wait for.
+pub fn target(url: &str) -> Res<(SocketAddr, String, String)> {
+    let url: http::Uri = url.parse()?;
+    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority.as_str())?
+        .next()
+        .ok_or("--url: cannot resolve")?;
+    let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Ok((addr, authority, path.to_string()))
 }
 
 /// `key=value` results, written to `--out` and echoed.
@@ -143,6 +169,20 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Blocking threads, no runtime: precise sleeps (loadgen/rate.rs), exact windows
+    // (loadgen/count.rs).
+    let blocking = match args.mode.as_str() {
+        "rate" => Some(rate::rate_mode as fn(&Args) -> Res<()>),
+        "count" => Some(count::count_mode as fn(&Args) -> Res<()>),
+        _ => None,
+    };
+    if let Some(mode) = blocking {
+        if let Err(e) = mode(&args) {
+            eprintln!("loadgen {}: {e}", args.mode);
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.get("threads", 1usize).unwrap_or(1))
         .enable_all()
@@ -468,16 +508,7 @@ async fn run_switches(
 }
 
 async fn http_mode(args: &Args) -> Res<()> {
-    let url: http::Uri = args.need("url")?.parse()?;
-    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
-    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
-        .await?
-        .next()
-        .ok_or("--url: cannot resolve")?;
-    let path = url
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let (addr, authority, path) = target(args.need("url")?)?;
     let conns: usize = args.get("conns", 32)?;
     let duration = Duration::from_secs_f64(args.get("duration", 10.0)?);
     let switches: u64 = args.get("switches", 0)?;
@@ -796,12 +827,7 @@ fn procs_sample(pids: &[u32]) -> Res<(u64, u64)> {
 
 async fn ws_mode(args: &Args) -> Res<()> {
     let url = args.need("url")?.to_string();
-    let uri: http::Uri = url.parse()?;
-    let authority = uri.authority().ok_or("--url needs host:port")?.to_string();
-    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
-        .await?
-        .next()
-        .ok_or("--url: cannot resolve")?;
+    let (addr, _, _) = target(&url)?;
     let n: usize = args.get("conns", 1000)?;
     let idle = Duration::from_secs_f64(args.get("idle", 5.0)?);
     let label = args.str("label").unwrap_or("ws").to_string();
@@ -849,8 +875,10 @@ async fn ws_mode(args: &Args) -> Res<()> {
     } else {
         Some(procs_sample(&pids)?)
     };
+    let fds0 = procs_fds(&pids);
     if let Some((rss, _)) = base {
         rep.set("rss_before_kb", rss);
+        rep.set("fds_before", fds0);
     }
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
@@ -895,13 +923,17 @@ async fn ws_mode(args: &Args) -> Res<()> {
         let (rss, t2) = procs_sample(&pids)?;
         let cpu = (t2 - t1) as f64 / clk_tck / idle.as_secs_f64() * 100.0;
         let per = (rss.saturating_sub(rss0) as f64 * 1024.0) / opened.max(1) as f64;
+        let fds = procs_fds(&pids);
+        let fds_per = (fds as f64 - fds0 as f64) / opened.max(1) as f64;
         rep.set("rss_kb", rss);
         rep.set("rss_mb", format!("{:.1}", rss as f64 / 1024.0));
         rep.set("bytes_per_ws", format!("{per:.0}"));
+        rep.set("fds", fds);
+        rep.set("fds_per_ws", format!("{fds_per:.2}"));
         rep.set("idle_cpu_pct", format!("{cpu:.2}"));
         println!(
             "  proxy at rest: RSS {:.1} MB ({:.1} MB before, {per:.0} bytes per WebSocket), \
-             CPU {cpu:.2}% over {:.0}s",
+             {fds} fds ({fds_per:.2} per WebSocket), CPU {cpu:.2}% over {:.0}s",
             rss as f64 / 1024.0,
             rss0 as f64 / 1024.0,
             idle.as_secs_f64()
@@ -1123,16 +1155,7 @@ async fn idle_open(addr: SocketAddr, host: &str, path: &str) -> Result<IdleConn,
 }
 
 async fn idle_mode(args: &Args) -> Res<()> {
-    let url: http::Uri = args.need("url")?.parse()?;
-    let authority = url.authority().ok_or("--url needs host:port")?.to_string();
-    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
-        .await?
-        .next()
-        .ok_or("--url: cannot resolve")?;
-    let path = url
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let (addr, authority, path) = target(args.need("url")?)?;
     let n: usize = args.get("conns", 10_000)?;
     let steps: usize = args.get("steps", 4)?;
     if steps == 0 || n < steps {

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# switchyard load benchmarks (issue 5): switchyard side by side with nginx and HAProxy, on
-# loopback only, every proxy with one worker/thread.
+# switchyard load benchmarks (issues 5 and 11): switchyard side by side with nginx and HAProxy,
+# on loopback only, every proxy with one worker/thread unless stated.
 #
-#   benches/run.sh            full run (about 6 minutes): 3 interleaved rounds of 10 s, 100
-#                             switches under load, ~9,000 idle WebSockets, 10,000 idle
+#   benches/run.sh            full run (about 8 minutes): callgrind instructions and heap
+#                             allocations per request (10,000 requests), 3 interleaved wrk
+#                             rounds of 10 s, constant-rate latency (500 req/s for 10 s and
+#                             5,000 req/s for 4 s), 1 vs 2 workers (3 rounds of 5 s), 100
+#                             switches under load, ~6,000 idle WebSockets, 10,000 idle
 #                             keep-alive HTTP connections
-#   benches/run.sh --quick    the same end to end in under 2 minutes (CI): 1 round of 2 s,
-#                             10 switches, 1,000 WebSockets, 1,000 idle connections
+#   benches/run.sh --quick    the same end to end in under 2 minutes (CI): 1,000 requests
+#                             under callgrind, 1 round of 2 s, 1 s per rate, 10 switches,
+#                             1,000 WebSockets, 1,000 idle connections
 #
 # Options: --rounds N  --duration S  --switches N  --ws N  --idle N
-#          --only throughput,switch,ws,idle
+#          --rates RATE:SECONDS,...  (constant-rate runs; default 500:10,5000:4)
+#          --only instr,throughput,rate,scaling,switch,ws,idle
 # Environment: SWITCHYARD_BIN=path uses a prebuilt binary instead of `cargo build --release`.
 #
-# Installs nginx, haproxy and wrk with apt-get when missing. Writes every config into a temp
-# dir, runs every server in the foreground as a child, and kills them all on exit. The results
-# table is printed and written to benches/results/latest.md (--quick: quick.md, not kept in git).
+# Installs nginx, haproxy, wrk and valgrind with apt-get when missing. Writes every config into
+# a temp dir, runs every server in the foreground as a child, and kills them all on exit. The
+# results (a summary table with each issue 11 target marked met / not met, then one section per
+# measurement) are printed and written to benches/results/latest.md (--quick: quick.md; --only:
+# only.md; neither kept in git).
 set -Eeuo pipefail
 trap 'echo "run.sh: line $LINENO: failed: $BASH_COMMAND" >&2' ERR
 
@@ -25,17 +32,21 @@ DURATION=10
 SWITCHES=100
 WS_CONNS=""
 IDLE_CONNS=""
-ONLY="throughput,switch,ws,idle"
+RATES="500:10,5000:4"
+PROFILE_REQUESTS=10000
+ONLY="instr,throughput,rate,scaling,switch,ws,idle"
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --quick) QUICK=1; ROUNDS=1; DURATION=2; SWITCHES=10; WS_CONNS=${WS_CONNS:-1000}; IDLE_CONNS=${IDLE_CONNS:-1000} ;;
+        --quick) QUICK=1; ROUNDS=1; DURATION=2; SWITCHES=10; WS_CONNS=${WS_CONNS:-1000}; IDLE_CONNS=${IDLE_CONNS:-1000}
+                 RATES="500:1,5000:1"; PROFILE_REQUESTS=1000 ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --switches) SWITCHES=$2; shift ;;
         --ws) WS_CONNS=$2; shift ;;
         --idle) IDLE_CONNS=$2; shift ;;
+        --rates) RATES=$2; shift ;;
         --only) ONLY=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -110,6 +121,7 @@ need=()
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
+want instr && { command -v valgrind >/dev/null || need+=(valgrind); }
 if [[ ${#need[@]} -gt 0 ]]; then
     note "installing ${need[*]} with apt-get"
     SUDO=""
@@ -167,7 +179,8 @@ loadgen() { # loadgen NAME ARGS...: runs the load client; a failure is reported 
 }
 
 read -r P_BLUE P_GREEN P_NGINX P_HAPROXY P_SY P_SY_METRICS P_WSB P_WSG P_WSNGINX P_WSSY P_WSSY_METRICS \
-    P_IDLENGINX P_IDLESY P_IDLESY_METRICS <<<"$("$LOADGEN" ports --n 14)"
+    P_IDLENGINX P_IDLESY P_IDLESY_METRICS P_NGINX2 P_HAPROXY2 P_SY2 P_SY2_METRICS P_WSHAPROXY \
+    P_IDLEHAPROXY <<<"$("$LOADGEN" ports --n 20)"
 
 VERSIONS="switchyard $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), \
 $({ "$NGINX" -v 2>&1 || true; } | sed 's/.*version: //'), \
@@ -217,14 +230,14 @@ EOF
 # nginx as the proxy: one worker, upstream keep-alive, WebSocket upgrades, forwarding headers
 # (the same job switchyard does). The upstream is a separate file so the reload switch can
 # rewrite it.
-start_nginx_proxy() { # NAME PORT UPSTREAM_PORT [KEEPALIVE_TIMEOUT]
-    local name=$1 port=$2 up=$3 keepalive=${4:-75s} d=$TMP/$1
+start_nginx_proxy() { # NAME PORT UPSTREAM_PORT [KEEPALIVE_TIMEOUT] [WORKERS]
+    local name=$1 port=$2 up=$3 keepalive=${4:-75s} workers=${5:-1} d=$TMP/$1
     mkdir -p "$d"
     printf 'server 127.0.0.1:%s;\n' "$up" >"$d/upstream.conf"
     cat >"$d/nginx.conf" <<EOF
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes $workers;
 worker_rlimit_nofile $NOFILE;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
@@ -270,19 +283,22 @@ EOF
     wait_port "$port" "$name"
 }
 
-start_haproxy() { # NAME PORT UPSTREAM_PORT
-    local name=$1 port=$2 up=$3 d=$TMP/$1
+start_haproxy() { # NAME PORT UPSTREAM_PORT [KEEPALIVE_TIMEOUT] [THREADS]
+    local name=$1 port=$2 up=$3 keepalive=${4:-75s} threads=${5:-1} d=$TMP/$1
     mkdir -p "$d"
     cat >"$d/haproxy.cfg" <<EOF
 global
-    nbthread 1
-    maxconn $(( (NOFILE - 200) / 2 ))
+    nbthread $threads
+    # It sizes for 2 fds per connection; idle keep-alive clients need 1 (see the idle test).
+    no strict-limits
+    ulimit-n $NOFILE
+    maxconn ${HAPROXY_MAXCONN:-$(( (NOFILE - 200) / 2 ))}
 defaults
     mode http
     timeout connect 2s
-    timeout client 75s
+    timeout client $keepalive
     timeout server 75s
-    timeout http-keep-alive 75s
+    timeout http-keep-alive $keepalive
     timeout tunnel 1h
     http-reuse always
     option forwardfor
@@ -297,15 +313,15 @@ EOF
     wait_port "$port" "$name"
 }
 
-start_switchyard() { # NAME PORT METRICS_PORT BLUE_PORT GREEN_PORT DRAIN_TIMEOUT [EXTRA_TOML]
-    local name=$1 port=$2 metrics=$3 blue=$4 green=$5 drain=$6 extra=${7:-} d=$TMP/$1
+start_switchyard() { # NAME PORT METRICS_PORT BLUE_PORT GREEN_PORT DRAIN_TIMEOUT [EXTRA_TOML] [THREADS]
+    local name=$1 port=$2 metrics=$3 blue=$4 green=$5 drain=$6 extra=${7:-} threads=${8:-1} d=$TMP/$1
     mkdir -p "$d"
     cat >"$d/switchyard.toml" <<EOF
 [listen]
 http = "127.0.0.1:$port"
 
 [server]
-threads = 1
+threads = $threads
 
 [admin]
 socket = "$d/admin.sock"
@@ -348,8 +364,8 @@ EOF
 # Results
 
 kv() { # kv FILE KEY: a value from a loadgen --out file, "-" when absent
-    local v
-    v=$(awk -F= -v k="$2" '$1 == k { print substr($0, length(k) + 2) }' "$1" 2>/dev/null)
+    local v=""
+    [[ ! -f "$1" ]] || v=$(awk -F= -v k="$2" '$1 == k { print substr($0, length(k) + 2) }' "$1")
     echo "${v:--}"
 }
 
@@ -359,18 +375,88 @@ to_ms() { awk -v v="$1" 'BEGIN { x = v + 0; if (v ~ /us$/) x /= 1000; else if (v
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
 
+# One wrk run: "REQ/S P50_MS P99_MS ERRORS" on stdout, wrk's report in FILE.
+wrk_run() { # wrk_run FILE THREADS CONNS SECONDS URL
+    local f=$1
+    "$WRK" -t"$2" -c"$3" -d"$4s" --latency "$5" >"$f"
+    local rps p50 p99 errs
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$f")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$f")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$f")")
+    errs=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8 + $10 } /Non-2xx/ { print $5 }' "$f" | awk '{ s += $1 } END { print s + 0 }')
+    echo "${rps:--} $p50 $p99 $errs"
+}
+
+declare -A PLABEL=([nginx]=nginx [haproxy]=HAProxy [switchyard]=switchyard)
+# top_functions FILE REQUESTS N: the first N function lines of a profile.sh NAME.top.txt listing
+# as "Ir-per-request (share) function", without file paths and object names.
+top_functions() {
+    # One awk reads the whole listing: a `head` in a pipeline would end it early (SIGPIPE).
+    sed -E 's/^( *[0-9,]+ +\( *[0-9.]+%\)) +[^ :]*:/\1  /; s/ \[[^]]*\]$//' "$1" | awk -v r="$2" -v n="$3" '
+        shown < n && /^ *[0-9,]+ +\( *[0-9.]+%\)/ && !/PROGRAM TOTALS/ {
+            match($0, /^ *[0-9,]+/); c = substr($0, RSTART, RLENGTH); gsub(/[ ,]/, "", c)
+            printf "%7.0f %s\n", c / r, substr(substr($0, RLENGTH + 1), 1, 140); shown++
+        }'
+}
+
+HEAD=$TMP/head.md
 MD=$TMP/results.md
-mode_desc="full: $ROUNDS rounds of ${DURATION}s, $SWITCHES switches, $WS_CONNS WebSockets, $IDLE_CONNS idle connections"
-[[ $QUICK == 1 ]] && mode_desc="quick: $ROUNDS round of ${DURATION}s, $SWITCHES switches, $WS_CONNS WebSockets, $IDLE_CONNS idle connections (CI smoke run; numbers not meant for comparison)"
+: >"$MD"
+mode_desc="full: $ROUNDS rounds of ${DURATION}s, constant rates $RATES (req/s:seconds), $SWITCHES switches, $WS_CONNS WebSockets, $IDLE_CONNS idle connections"
+[[ $QUICK == 1 ]] && mode_desc="quick: $ROUNDS round of ${DURATION}s, constant rates $RATES (req/s:seconds), $SWITCHES switches, $WS_CONNS WebSockets, $IDLE_CONNS idle connections (CI smoke run; numbers not meant for comparison)"
 {
     echo "# switchyard benchmarks"
     echo
-    echo "\`benches/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')\` on $(date -u '+%Y-%m-%d %H:%M UTC') ($mode_desc)."
+    echo "\`benches/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $ONLY != instr,throughput,rate,scaling,switch,ws,idle ]] && echo " --only $ONLY")\` on $(date -u '+%Y-%m-%d %H:%M UTC') ($mode_desc)."
     echo "Machine: $MACHINE, loopback only. Versions: $VERSIONS."
-} >"$MD"
+} >"$HEAD"
 
 # ---------------------------------------------------------------------------------------------
-# a. Throughput and latency
+# a. Instructions and heap allocations per request (callgrind; deterministic)
+
+if want instr; then
+    say "a. instructions and heap allocations per request: callgrind, $PROFILE_REQUESTS requests each"
+    if ! "$ROOT/benches/profile.sh" --compare --brief --bin "$BIN" --loadgen "$LOADGEN" \
+        --requests "$PROFILE_REQUESTS" --out "$TMP/instr.kv" 2>&1 | sed -u 's/^/   /'; then
+        FAILED+=("callgrind profile")
+        note "!! callgrind profile failed"
+    fi
+    f=$TMP/instr.kv
+    {
+        echo
+        echo "## Instructions and heap allocations per request"
+        echo
+        echo "\`benches/profile.sh --compare\`: each proxy alone under valgrind's callgrind (one worker, the"
+        echo "same nginx backend). The load is \`loadgen count\`: 32 keep-alive connections, opened and warmed"
+        echo "up before the instrumentation is switched on, then exactly $PROFILE_REQUESTS requests back to back, and the"
+        echo "instrumentation off once the last response is in: all instructions of the process (every"
+        echo "thread) in that window divided by $PROFILE_REQUESTS, with no connection setup inside. Heap"
+        echo "allocations are exact call counts in the same window: the Rust allocator entry points"
+        echo "(\`__rust_alloc\`, \`__rust_alloc_zeroed\`) plus libc's \`malloc\`, \`calloc\`, \`posix_memalign\`,"
+        echo "\`aligned_alloc\`, \`memalign\`; reallocations apart. nginx and HAProxy serve most of their memory"
+        echo "from their own pools, so for them this counts only the pools' trips to malloc."
+        echo
+        echo "| proxy | requests profiled | instructions per request | vs nginx | heap allocations per request | reallocations per request |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+        for t in nginx haproxy switchyard; do
+            echo "| ${PLABEL[$t]} | $(kv "$f" "${t}_requests") | $(kv "$f" "${t}_ir_per_req") | $(ratio "$(kv "$f" "${t}_ir_per_req")" "$(kv "$f" nginx_ir_per_req)")x | $(kv "$f" "${t}_allocs_per_req") | $(kv "$f" "${t}_reallocs_per_req") |"
+        done
+        top=$ROOT/benches/results/profile/switchyard.top.txt
+        if [[ -s "$top" ]]; then
+            echo
+            echo "What is left in switchyard's request path: the top 20 functions by exclusive instructions"
+            echo "per request (callgrind; share of the total; the full listings, inclusive too, and the"
+            echo "callgrind files are in benches/results/profile/):"
+            echo
+            echo '```'
+            top_functions "$top" "$PROFILE_REQUESTS" 20
+            echo '```'
+        fi
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# b. Throughput and latency
 
 THROUGHPUT_TARGETS=(direct nginx haproxy switchyard)
 declare -A URL=(
@@ -378,6 +464,11 @@ declare -A URL=(
     [nginx]="http://127.0.0.1:$P_NGINX/"
     [haproxy]="http://127.0.0.1:$P_HAPROXY/"
     [switchyard]="http://127.0.0.1:$P_SY/"
+)
+declare -A URL2=(
+    [nginx]="http://127.0.0.1:$P_NGINX2/"
+    [haproxy]="http://127.0.0.1:$P_HAPROXY2/"
+    [switchyard]="http://127.0.0.1:$P_SY2/"
 )
 declare -A LABEL=(
     [direct]="backend direct (nginx, 1 worker)"
@@ -387,14 +478,15 @@ declare -A LABEL=(
 )
 
 start_backend
-if want throughput || want switch; then
+if want throughput || want switch || want rate || want scaling; then
     start_nginx_proxy nginx "$P_NGINX" "$P_BLUE"
     start_haproxy haproxy "$P_HAPROXY" "$P_BLUE"
     start_switchyard switchyard "$P_SY" "$P_SY_METRICS" "$P_BLUE" "$P_GREEN" 1s
 fi
 
+declare -A RPS=() P50=() P99=() ERRS=()
 if want throughput; then
-    say "a. throughput: wrk -t1 -c32 -d${DURATION}s --latency, $ROUNDS interleaved round(s)"
+    say "b. throughput: wrk -t1 -c32 -d${DURATION}s --latency, $ROUNDS interleaved round(s)"
     mkdir -p "$TMP/wrk"
     if [[ $QUICK == 0 ]]; then
         for t in "${THROUGHPUT_TARGETS[@]}"; do "$WRK" -t1 -c32 -d1s "${URL[$t]}" >/dev/null; done
@@ -402,16 +494,11 @@ if want throughput; then
     for r in $(seq "$ROUNDS"); do
         for t in "${THROUGHPUT_TARGETS[@]}"; do
             f=$TMP/wrk/$t.$r
-            "$WRK" -t1 -c32 -d"${DURATION}s" --latency "${URL[$t]}" >"$f"
-            rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$f")
-            p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$f")")
-            p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$f")")
-            errs=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8 + $10 } /Non-2xx/ { print $5 }' "$f" | awk '{ s += $1 } END { print s + 0 }')
-            echo "$rps $p50 $p99 $errs" >"$f.v"
+            wrk_run "$f" 1 32 "$DURATION" "${URL[$t]}" >"$f.v"
+            read -r rps p50 p99 errs <"$f.v"
             printf '   round %d  %-11s %8s req/s  p50 %6s ms  p99 %6s ms  errors %s\n' "$r" "$t" "$rps" "$p50" "$p99" "$errs"
         done
     done
-    declare -A RPS=() P50=() P99=() ERRS=()
     for t in "${THROUGHPUT_TARGETS[@]}"; do
         RPS[$t]=$(cat "$TMP"/wrk/"$t".*.v | awk '{ print $1 }' | median)
         P50[$t]=$(cat "$TMP"/wrk/"$t".*.v | awk '{ print $2 }' | median)
@@ -438,10 +525,106 @@ if want throughput; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# b. Switch under load
+# c. Latency at a constant rate, corrected for coordinated omission
+
+RATE_LIST=()
+IFS=',' read -r -a RATE_LIST <<<"$RATES"
+if want rate; then
+    say "c. constant rate: $RATES (req/s:seconds), 16 keep-alive connections, latency from the scheduled send"
+    for spec in "${RATE_LIST[@]}"; do
+        rate=${spec%%:*}
+        secs=${spec#*:}
+        for t in "${THROUGHPUT_TARGETS[@]}"; do
+            loadgen "constant rate $rate/s ($t)" rate --url "${URL[$t]}" --rate "$rate" \
+                --duration "$secs" --conns 16 --label "$t at $rate/s" --out "$TMP/rate.$t.$rate"
+        done
+    done
+    {
+        echo
+        echo "## Latency at a constant rate"
+        echo
+        echo "\`loadgen rate\` (benches/loadgen/rate.rs): GET / on a fixed timetable, request i due at"
+        echo "start + i / rate, dealt round-robin over 16 keep-alive connections (blocking sockets, one thread"
+        echo "each, 1 ns timer slack, real-time priority SCHED_FIFO 1 where allowed: client threads at"
+        echo "real-time priority in this run: $(kv "$TMP/rate.direct.${RATE_LIST[0]%%:*}" client_realtime)), after 0.5 s of warm-up at the same rate. Latency counts from the"
+        echo "scheduled send time, not the actual one, so a request held up behind a slow one is charged"
+        echo "its wait (corrected for coordinated omission, as wrk2 does). \"Sent late\" is how far behind the"
+        echo "timetable sends went (client wake-up delay, or queueing behind a slow response); the backend"
+        echo "direct row is the floor of this client on this machine."
+        echo
+        echo "| target | rate req/s | seconds | ok | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | sent late p99 / max ms | switchyard p99 ratio | switchyard p99.9 ratio |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        for spec in "${RATE_LIST[@]}"; do
+            rate=${spec%%:*}
+            s=$TMP/rate.switchyard.$rate
+            for t in "${THROUGHPUT_TARGETS[@]}"; do
+                f=$TMP/rate.$t.$rate
+                r1="" r2=""
+                if [[ $t != switchyard ]]; then
+                    r1="$(ratio "$(kv "$s" p99_ms)" "$(kv "$f" p99_ms)")x"
+                    r2="$(ratio "$(kv "$s" p999_ms)" "$(kv "$f" p999_ms)")x"
+                fi
+                echo "| ${LABEL[$t]} | $rate | $(kv "$f" seconds) | $(kv "$f" ok) | $(kv "$f" errors) | $(kv "$f" p50_ms) | $(kv "$f" p90_ms) | $(kv "$f" p99_ms) | $(kv "$f" p999_ms) | $(kv "$f" max_ms) | $(kv "$f" send_lag_p99_ms) / $(kv "$f" send_lag_max_ms) | $r1 | $r2 |"
+            done
+        done
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# d. 1 vs 2 workers
+
+SCALE_TARGETS=(nginx haproxy switchyard)
+declare -A SRPS1=() SRPS2=() SP99_1=() SP99_2=()
+if want scaling; then
+    # Half the throughput rounds' length, as many rounds, interleaved: medians, like section b.
+    SCALE_DURATION=$(( DURATION / 2 > 0 ? DURATION / 2 : 1 ))
+    say "d. scaling: 1 vs 2 workers, wrk -t2 -c64 -d${SCALE_DURATION}s, $ROUNDS interleaved round(s)"
+    start_nginx_proxy nginx2 "$P_NGINX2" "$P_BLUE" 75s 2
+    start_haproxy haproxy2 "$P_HAPROXY2" "$P_BLUE" 75s 2
+    start_switchyard switchyard2 "$P_SY2" "$P_SY2_METRICS" "$P_BLUE" "$P_GREEN" 1s "" 2
+    mkdir -p "$TMP/scale"
+    for r in $(seq "$ROUNDS"); do
+        for t in "${SCALE_TARGETS[@]}"; do
+            for w in 1 2; do
+                if [[ $w == 1 ]]; then u=${URL[$t]}; else u=${URL2[$t]}; fi
+                f=$TMP/scale/$t.$w.$r
+                wrk_run "$f" 2 64 "$SCALE_DURATION" "$u" >"$f.v"
+                read -r rps p50 p99 errs <"$f.v"
+                printf '   round %d  %-11s %d worker(s) %8s req/s  p50 %6s ms  p99 %6s ms  errors %s\n' "$r" "$t" "$w" "$rps" "$p50" "$p99" "$errs"
+            done
+        done
+    done
+    for t in "${SCALE_TARGETS[@]}"; do
+        SRPS1[$t]=$(cat "$TMP"/scale/"$t".1.*.v | awk '{ print $1 }' | median)
+        SRPS2[$t]=$(cat "$TMP"/scale/"$t".2.*.v | awk '{ print $1 }' | median)
+        SP99_1[$t]=$(cat "$TMP"/scale/"$t".1.*.v | awk '{ print $3 }' | median)
+        SP99_2[$t]=$(cat "$TMP"/scale/"$t".2.*.v | awk '{ print $3 }' | median)
+    done
+    stop switchyard2
+    stop haproxy2
+    stop nginx2
+    {
+        echo
+        echo "## 1 vs 2 workers"
+        echo
+        echo "\`wrk -t2 -c64 -d${SCALE_DURATION}s --latency\` against each proxy with one worker and with two (nginx"
+        echo "\`worker_processes 2\`, HAProxy \`nbthread 2\`, switchyard \`threads = 2\`), same backend (one nginx"
+        echo "worker); $ROUNDS interleaved round(s), medians. On a 2-core machine shared with wrk and the backend, two workers cannot double"
+        echo "anything: compare the proxies' ratios, not the ratio to 2."
+        echo
+        echo "| proxy | req/s, 1 worker | req/s, 2 workers | 2 / 1 | p99 ms, 1 worker | p99 ms, 2 workers |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+        for t in "${SCALE_TARGETS[@]}"; do
+            echo "| ${PLABEL[$t]} | ${SRPS1[$t]} | ${SRPS2[$t]} | $(ratio "${SRPS2[$t]}" "${SRPS1[$t]}")x | ${SP99_1[$t]} | ${SP99_2[$t]} |"
+        done
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# e. Switch under load
 
 if want switch; then
-    say "b. switch under load: $SWITCHES switches, 32 keep-alive connections checking every response"
+    say "e. switch under load: $SWITCHES switches, 32 keep-alive connections checking every response"
     note "switchyard: \`switch <color> force\` over the admin socket"
     loadgen "switch under load (switchyard)" http --url "http://127.0.0.1:$P_SY/" --conns 32 \
         --switches "$SWITCHES" --admin "$TMP/switchyard/admin.sock" --pause-ms 100 \
@@ -474,10 +657,10 @@ stop nginx
 stop backend
 
 # ---------------------------------------------------------------------------------------------
-# c. WebSocket scale
+# f. WebSocket scale
 
 if want ws; then
-    say "c. WebSocket scale: $WS_CONNS idle WebSockets (fd hard limit $NOFILE)"
+    say "f. WebSocket scale: $WS_CONNS idle WebSockets (fd hard limit $NOFILE)"
     start ws-blue "$LOADGEN" backend --name blue --addr "127.0.0.1:$P_WSB"
     start ws-green "$LOADGEN" backend --name green --addr "127.0.0.1:$P_WSG"
     wait_port "$P_WSB" ws-blue
@@ -495,6 +678,12 @@ if want ws; then
         --pids "$pids" --idle "$IDLE" --label nginx --out "$TMP/ws.nginx"
     stop ws-nginx
 
+    note "HAProxy holding them"
+    start_haproxy ws-haproxy "$P_WSHAPROXY" "$P_WSB"
+    loadgen "WebSockets (HAProxy)" ws --url "ws://127.0.0.1:$P_WSHAPROXY/ws" --conns "$WS_CONNS" \
+        --pids "${PID[ws-haproxy]}" --idle "$IDLE" --label haproxy --out "$TMP/ws.haproxy"
+    stop ws-haproxy
+
     note "switchyard holding them, then \`switch green force\` with drain_timeout = $DRAIN"
     start_switchyard ws-switchyard "$P_WSSY" "$P_WSSY_METRICS" "$P_WSB" "$P_WSG" "$DRAIN"
     loadgen "WebSockets (switchyard)" ws --url "ws://127.0.0.1:$P_WSSY/ws" --conns "$WS_CONNS" \
@@ -511,21 +700,22 @@ if want ws; then
         echo "## WebSocket scale"
         echo
         echo "$WS_CONNS concurrent idle WebSockets through the proxy: the fd hard limit here is $NOFILE and"
-        echo "switchyard holds 3 fds per WebSocket (client, upstream, and a dup of the upstream socket"
-        echo "kept for the drain), nginx 2, so 10,000 does not fit on one machine. Backend: the built-in"
-        echo "demo app (greeting, then echo). RSS = VmRSS with all sockets open (nginx: master + worker);"
-        echo "CPU at rest over ${IDLE}s. Sockets open with at most 128 handshakes in flight. Round trip:"
-        echo "every socket sends one message at once (burst), then one socket 1,000 times in a row (serial)."
+        echo "the run sizes it for a proxy holding 3 fds per WebSocket, so 10,000 does not fit on one"
+        echo "machine. Backend: the built-in demo app (greeting, then echo). RSS = VmRSS with all sockets"
+        echo "open (nginx: master + worker); bytes per WebSocket = (RSS - RSS before) / open; fds per"
+        echo "WebSocket = (entries of /proc/PID/fd with all open - before) / open. CPU at rest over ${IDLE}s."
+        echo "Sockets open with at most 128 handshakes in flight. Round trip: every socket sends one"
+        echo "message at once (burst), then one socket 1,000 times in a row (serial)."
         echo
-        echo "| proxy | open | opened in s | RSS MB | bytes per WebSocket | CPU at rest | burst: all echoed in s (p99 ms) | serial p50 / p99 ms |"
-        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        for x in "nginx:$g" "switchyard:$f"; do
+        echo "| proxy | open | opened in s | RSS MB | bytes per WebSocket | fds per WebSocket | CPU at rest | burst: all echoed in s (p99 ms) | serial p50 / p99 ms |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        for x in "nginx:$g" "HAProxy:$TMP/ws.haproxy" "switchyard:$f"; do
             n=${x%%:*}
             h=${x#*:}
-            echo "| $n | $(kv "$h" opened) | $(kv "$h" open_seconds) | $(kv "$h" rss_mb) | $(kv "$h" bytes_per_ws) | $(kv "$h" idle_cpu_pct)% | $(kv "$h" burst_seconds) ($(kv "$h" burst_p99_ms)) | $(kv "$h" serial_p50_ms) / $(kv "$h" serial_p99_ms) |"
+            echo "| $n | $(kv "$h" opened) | $(kv "$h" open_seconds) | $(kv "$h" rss_mb) | $(kv "$h" bytes_per_ws) | $(kv "$h" fds_per_ws) | $(kv "$h" idle_cpu_pct)% | $(kv "$h" burst_seconds) ($(kv "$h" burst_p99_ms)) | $(kv "$h" serial_p50_ms) / $(kv "$h" serial_p99_ms) |"
         done
         echo
-        echo "switchyard RSS ratio to nginx: $(ratio "$(kv "$f" rss_mb)" "$(kv "$g" rss_mb)")x."
+        echo "switchyard bytes per WebSocket ratio to nginx: $(ratio "$(kv "$f" bytes_per_ws)" "$(kv "$g" bytes_per_ws)")x, to HAProxy: $(ratio "$(kv "$f" bytes_per_ws)" "$(kv "$TMP/ws.haproxy" bytes_per_ws)")x."
         echo
         echo "Switch with all $(kv "$f" opened) open (\`switch green force\`, \`drain_timeout = \"$DRAIN\"\`):"
         echo "$(kv "$f" handed_over) of $(kv "$f" opened) handed over (closed by the proxy, reconnected to green);"
@@ -538,13 +728,13 @@ if want ws; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# d. Idle keep-alive connections (issue 6: memory per idle connection stays flat)
+# g. Idle keep-alive connections (issue 6: memory per idle connection stays flat)
 
 if want idle; then
     IDLE_STEPS=4
     SETTLE=1
     [[ $QUICK == 1 ]] && SETTLE=0.5
-    say "d. idle connections: $IDLE_CONNS HTTP/1.1 keep-alive connections, memory sampled at every quarter"
+    say "g. idle connections: $IDLE_CONNS HTTP/1.1 keep-alive connections, memory sampled at every quarter"
     start_backend
 
     note "nginx holding them (master + worker RSS), keepalive_timeout 300s"
@@ -555,6 +745,15 @@ if want idle; then
         --conns "$IDLE_CONNS" --steps "$IDLE_STEPS" --settle "$SETTLE" --pids "$pids" \
         --label nginx --out "$TMP/idle.nginx"
     stop idle-nginx
+
+    note "HAProxy holding them, timeout http-keep-alive 300s"
+    # An idle client connection costs HAProxy one fd (its server connection is shared), so
+    # it may accept nearly one per fd.
+    HAPROXY_MAXCONN=$(( NOFILE - 500 )) start_haproxy idle-haproxy "$P_IDLEHAPROXY" "$P_BLUE" 300s
+    loadgen "idle connections (HAProxy)" idle --url "http://127.0.0.1:$P_IDLEHAPROXY/" \
+        --conns "$IDLE_CONNS" --steps "$IDLE_STEPS" --settle "$SETTLE" --pids "${PID[idle-haproxy]}" \
+        --label haproxy --out "$TMP/idle.haproxy"
+    stop idle-haproxy
 
     # The defaults (max_connections = 8192, idle_timeout = "60s") would refuse or close some.
     IDLE_MAX=$(( IDLE_CONNS + 1000 > 20000 ? IDLE_CONNS + 1000 : 20000 ))
@@ -575,7 +774,7 @@ if want idle; then
         echo
         echo "$IDLE_CONNS plain HTTP/1.1 keep-alive connections to the proxy, opened in $IDLE_STEPS equal steps (at most"
         echo "128 in flight); each sends one GET / (backend: nginx, 5-byte body), reads the whole response and"
-        echo "then stays open and idle (nginx \`keepalive_timeout 300s\`; switchyard \`[limits] idle_timeout = \"300s\"\`,"
+        echo "then stays open and idle (nginx \`keepalive_timeout 300s\`; HAProxy \`timeout http-keep-alive 300s\`; switchyard \`[limits] idle_timeout = \"300s\"\`,"
         echo "\`max_connections = $IDLE_MAX\`). RSS = VmRSS (nginx: master + worker), read ${SETTLE}s after each step's"
         echo "last response; bytes per connection = (RSS - RSS before the first connection) / connections open."
         echo "Flat = the same bytes per connection at every step; last / first = bytes per connection at"
@@ -590,7 +789,7 @@ if want idle; then
         done
         echo "$hdr RSS at $IDLE_CONNS MB | last / first | proxy fds per conn | got 200 | failed | open at the end | RSS after closing all MB (s after) |"
         echo "$sep ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        for x in "nginx:$g" "switchyard:$f"; do
+        for x in "nginx:$g" "HAProxy:$TMP/idle.haproxy" "switchyard:$f"; do
             n=${x%%:*}
             h=${x#*:}
             row="| $n | $(kv "$h" baseline_rss_mb) |"
@@ -598,7 +797,7 @@ if want idle; then
             echo "$row $(kv "$h" "step${IDLE_STEPS}_rss_mb") | $(kv "$h" flat_ratio)x | $(kv "$h" "step${IDLE_STEPS}_fds_per_conn") | $(kv "$h" ok) | $(kv "$h" failed) | $(kv "$h" open_at_end) | $(kv "$h" closed_rss_mb) ($(kv "$h" closed_rss_after_s)) |"
         done
         echo
-        for x in "nginx:$g" "switchyard:$f"; do
+        for x in "nginx:$g" "HAProxy:$TMP/idle.haproxy" "switchyard:$f"; do
             n=${x%%:*}
             h=${x#*:}
             m=""
@@ -611,12 +810,75 @@ if want idle; then
     } >>"$MD"
 fi
 
+# ---------------------------------------------------------------------------------------------
+# Summary: the issue 11 table, each target marked
+
+# judge EXPR VALUES...: "met" / "not met" by an awk condition over $1..$n, "not measured" if one is "-".
+judge() {
+    local cond=$1
+    shift
+    for v in "$@"; do [[ -n "$v" && "$v" != "-" ]] || { echo "not measured"; return; }; done
+    echo "$@" | awk "{ if ($cond) print \"**met**\"; else print \"**not met**\" }"
+}
+kb() { awk -v b="$1" 'BEGIN { if (b == "-" || b == "") print "-"; else printf "%.1f", b / 1024 }'; }
+k() { awk -v n="$1" 'BEGIN { if (n == "-" || n == "") print "-"; else if (n >= 1000) printf "%.1fk", n / 1000; else printf "%.2f", n }'; }
+I=$TMP/instr.kv
+declare -A IR=() AL=() WSB=() WSF=() IDB=()
+for t in nginx haproxy switchyard; do
+    IR[$t]=$(kv "$I" "${t}_ir_per_req")
+    AL[$t]=$(kv "$I" "${t}_allocs_per_req")
+done
+for x in nginx:ws.nginx haproxy:ws.haproxy switchyard:ws.switchyard; do
+    WSB[${x%%:*}]=$(kv "$TMP/${x#*:}" bytes_per_ws)
+    WSF[${x%%:*}]=$(kv "$TMP/${x#*:}" fds_per_ws)
+done
+IDLE_STEPS=${IDLE_STEPS:-4}
+for x in nginx:idle.nginx haproxy:idle.haproxy switchyard:idle.switchyard; do
+    IDB[${x%%:*}]=$(kv "$TMP/${x#*:}" "step${IDLE_STEPS}_bytes_per_conn")
+done
+rate_cell() { # rate_cell TARGET RATE: "p99 / p99.9"
+    local f=$TMP/rate.$1.$2
+    [[ -s "$f" ]] || { echo "-"; return; }
+    echo "$(kv "$f" p99_ms) / $(kv "$f" p999_ms)"
+}
+SUM=$TMP/summary.md
+{
+    echo
+    echo "## Summary (issue 11 targets)"
+    echo
+    echo "One worker each unless stated; KB = 1,024 bytes. Sections below give the method and every number."
+    echo
+    echo "| per request / per connection | nginx | HAProxy | switchyard | switchyard / nginx | target | |"
+    echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
+    echo "| instructions per proxied request (callgrind) | $(k "${IR[nginx]}") | $(k "${IR[haproxy]}") | $(k "${IR[switchyard]}") | $(ratio "${IR[switchyard]}" "${IR[nginx]}")x | ≤ 0.6x nginx | $(judge '$1 <= 0.6 * $2' "${IR[switchyard]}" "${IR[nginx]}") |"
+    echo "| heap allocations per request (allocator calls, callgrind) | ${AL[nginx]} | ${AL[haproxy]} | ${AL[switchyard]} | | (none per request in the prototype) | |"
+    echo "| requests/s (\`wrk -t1 -c32\`) | ${RPS[nginx]:--} | ${RPS[haproxy]:--} | ${RPS[switchyard]:--} | $(ratio "${RPS[switchyard]:--}" "${RPS[nginx]:--}")x | ≥ 1.3x nginx and ≥ HAProxy | $(judge '$1 >= 1.3 * $2 && $1 >= $3' "${RPS[switchyard]:--}" "${RPS[nginx]:--}" "${RPS[haproxy]:--}") |"
+    echo "| p50 / p99 ms (same run) | ${P50[nginx]:--} / ${P99[nginx]:--} | ${P50[haproxy]:--} / ${P99[haproxy]:--} | ${P50[switchyard]:--} / ${P99[switchyard]:--} | $(ratio "${P99[switchyard]:--}" "${P99[nginx]:--}")x (p99) | p99 ≤ nginx | $(judge '$1 <= $2' "${P99[switchyard]:--}" "${P99[nginx]:--}") |"
+    for spec in "${RATE_LIST[@]}"; do
+        rate=${spec%%:*}
+        a=$(kv "$TMP/rate.switchyard.$rate" p99_ms)
+        b=$(kv "$TMP/rate.nginx.$rate" p99_ms)
+        echo "| p99 / p99.9 ms at a constant $rate req/s (corrected for coordinated omission) | $(rate_cell nginx "$rate") | $(rate_cell haproxy "$rate") | $(rate_cell switchyard "$rate") | $(ratio "$a" "$b")x (p99) | p99 ≤ nginx | $(judge '$1 <= $2' "$a" "$b") |"
+    done
+    echo "| requests/s with 2 workers (\`wrk -t2 -c64\`), and 2 / 1 worker | ${SRPS2[nginx]:--} ($(ratio "${SRPS2[nginx]:--}" "${SRPS1[nginx]:--}")x) | ${SRPS2[haproxy]:--} ($(ratio "${SRPS2[haproxy]:--}" "${SRPS1[haproxy]:--}")x) | ${SRPS2[switchyard]:--} ($(ratio "${SRPS2[switchyard]:--}" "${SRPS1[switchyard]:--}")x) | $(ratio "${SRPS2[switchyard]:--}" "${SRPS2[nginx]:--}")x | (shown) | |"
+    echo "| RSS per idle keep-alive client connection ($IDLE_CONNS), KB | $(kb "${IDB[nginx]}") | $(kb "${IDB[haproxy]}") | $(kb "${IDB[switchyard]}") | $(ratio "${IDB[switchyard]}" "${IDB[nginx]}")x | ≤ 3 KB | $(judge '$1 <= 3 * 1024' "${IDB[switchyard]}") |"
+    echo "| RSS per idle WebSocket ($WS_CONNS), KB | $(kb "${WSB[nginx]}") | $(kb "${WSB[haproxy]}") | $(kb "${WSB[switchyard]}") | $(ratio "${WSB[switchyard]}" "${WSB[nginx]}")x | ≤ 10 KB | $(judge '$1 <= 10 * 1024' "${WSB[switchyard]}") |"
+    echo "| file descriptors per WebSocket | ${WSF[nginx]} | ${WSF[haproxy]} | ${WSF[switchyard]} | | 2 | $(judge '$1 <= 2.05' "${WSF[switchyard]}") |"
+} >"$SUM"
+
 mkdir -p "$ROOT/benches/results"
-# A quick run must not overwrite the full run's table that docs/benchmarks.md quotes.
-if [[ $QUICK == 1 ]]; then out=$ROOT/benches/results/quick.md; else out=$ROOT/benches/results/latest.md; fi
-cp "$MD" "$out"
+cat "$HEAD" "$SUM" "$MD" >"$TMP/all.md"
+# A quick or partial run must not overwrite the full run's table that docs/benchmarks.md quotes.
+if [[ $QUICK == 1 ]]; then
+    out=$ROOT/benches/results/quick.md
+elif [[ $ONLY != instr,throughput,rate,scaling,switch,ws,idle ]]; then
+    out=$ROOT/benches/results/only.md
+else
+    out=$ROOT/benches/results/latest.md
+fi
+cp "$TMP/all.md" "$out"
 say "results (also in ${out#"$ROOT"/})"
-cat "$MD"
+cat "$TMP/all.md"
 if [[ ${#FAILED[@]} -gt 0 ]]; then
     printf '\nrun.sh: these steps failed: %s\n' "$(IFS=';'; echo "${FAILED[*]}")" >&2
     exit 1
