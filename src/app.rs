@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::controller::Controller;
 use crate::drain::Tracker;
 use crate::fleet::Fleet;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::routing::{Color, Router};
+use crate::switch_state::Controller;
 use crate::tls::CertResolver;
 
 pub struct App {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::access_log::Destination;
-use crate::routing::Color;
+use crate::color::Color;
 use crate::tls;
 use crate::verdict::Rules;
 

@@ -8,19 +8,19 @@
 //! switch runs at a time. This module does not parse admin commands (admin.rs) or probe
 //! servers (health.rs).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::drain::{self, drain_line, OpenCounts};
+use crate::drain::drain_line;
 use crate::history::Sample;
 use crate::hooks;
 use crate::metrics::DURATION_BUCKETS;
 use crate::routing::{Color, Health};
 use crate::state;
-use crate::status::feed::{reason_of, Feed, SwitchRecord};
+use crate::status::feed::{reason_of, SwitchRecord};
 use crate::switch::{gate_verdict, result_label, transition, Event, GateVerdict, Phase};
 use crate::sync::lock;
 use crate::verdict::{judge, progress_line, quantile, reason, Counts, Verdict, Window};
@@ -36,113 +36,33 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Progress lines of one command; the last one starts with `ok` or `error:`.
 pub type Lines = mpsc::UnboundedReceiver<String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopKind {
-    Abort,
-    Rollback,
-}
+/// The running switch's record (what `status` reads) is switch_state.rs's; the driver
+/// below fills it.
+pub use crate::switch_state::{Controller, DrainInfo, StopKind, SwitchInfo};
+use crate::switch_state::{Running, Stop};
 
-struct Stop {
-    kind: StopKind,
-    reply: oneshot::Sender<String>,
-}
-
-/// What `status` and the status page show about a running switch.
-#[derive(Debug, Clone)]
-pub struct SwitchInfo {
-    pub from: Color,
-    pub to: Color,
-    pub phase: Phase,
-    pub force: bool,
-    pub started: SystemTime,
-    /// Time left in the gate or the watch window, and that phase's whole length.
-    pub phase_left: Option<Duration>,
-    pub phase_total: Option<Duration>,
-    /// The gate: servers of the target color healthy, out of how many.
-    pub healthy: usize,
-    pub servers: usize,
-    /// The watch: the new color's own faults since the swap, and the rule that judges them.
-    pub errors: u64,
-    pub requests: u64,
-    pub rule: String,
-    /// `max_errors`, when that rule is on: the count at which the watch rolls back at once.
-    pub max_errors: Option<u64>,
-    pub drain: Option<DrainInfo>,
-}
-
-/// The old color's drain during the watch.
-#[derive(Debug, Clone, Copy)]
-pub struct DrainInfo {
-    pub color: Color,
-    pub open: OpenCounts,
-    /// Until its WebSockets are handed over (drain_timeout after the swap).
-    pub left: Duration,
-    pub total: Duration,
-}
-
-impl SwitchInfo {
-    pub(crate) fn new(app: &App, from: Color, to: Color, force: bool) -> SwitchInfo {
-        let rules = &app.cfg.switch.rules;
-        SwitchInfo {
-            from,
-            to,
-            phase: Phase::Gate,
-            force,
-            started: SystemTime::now(),
-            phase_left: None,
-            phase_total: None,
-            healthy: 0,
-            servers: app.router.backends_of(to).count(),
-            errors: 0,
-            requests: 0,
-            rule: rules.summary(),
-            max_errors: rules.max_errors,
-            drain: None,
-        }
+/// A new switch's record, before its gate.
+pub(crate) fn switch_info(app: &App, from: Color, to: Color, force: bool) -> SwitchInfo {
+    let rules = &app.cfg.switch.rules;
+    SwitchInfo {
+        from,
+        to,
+        phase: Phase::Gate,
+        force,
+        started: SystemTime::now(),
+        phase_left: None,
+        phase_total: None,
+        healthy: 0,
+        servers: app.router.backends_of(to).count(),
+        errors: 0,
+        requests: 0,
+        rule: rules.summary(),
+        max_errors: rules.max_errors,
+        drain: None,
     }
-}
-
-struct Running {
-    info: SwitchInfo,
-    stop: mpsc::UnboundedSender<Stop>,
-}
-
-#[derive(Default)]
-pub struct Controller {
-    running: Mutex<Option<Running>>,
-    /// Every switch's progress for watchers other than the client that asked (the status
-    /// page), and the last switches' outcomes.
-    pub feed: Arc<Feed>,
 }
 
 impl Controller {
-    pub fn current(&self) -> Option<SwitchInfo> {
-        lock(&self.running).as_ref().map(|r| r.info.clone())
-    }
-
-    pub(crate) fn update(&self, f: impl FnOnce(&mut SwitchInfo)) {
-        if let Some(r) = lock(&self.running).as_mut() {
-            f(&mut r.info);
-        }
-    }
-
-    /// Marks a fleet switch driven from this member as running (for `status`, and so that
-    /// this member runs one at a time); `false` when one already runs.
-    pub(crate) fn begin(&self, info: SwitchInfo) -> bool {
-        let mut running = lock(&self.running);
-        if running.is_some() {
-            return false;
-        }
-        // Fleet switches are stopped through etcd (fleet/switch.rs `stop`), not this channel.
-        let (stop, _) = mpsc::unbounded_channel();
-        *running = Some(Running { info, stop });
-        true
-    }
-
-    pub(crate) fn end(&self) {
-        *lock(&self.running) = None;
-    }
-
     /// Starts `switch <to> [force]`; the returned lines end with the switch's outcome. In
     /// fleet mode the switch acts on the whole fleet (fleet/switch.rs).
     pub fn switch(app: &Arc<App>, to: Color, force: bool) -> Result<Lines, String> {
@@ -168,7 +88,7 @@ impl Controller {
                 return Ok(rx);
             }
             *running = Some(Running {
-                info: SwitchInfo::new(app, from, to, force),
+                info: switch_info(app, from, to, force),
                 stop: stop_tx,
             });
         }
@@ -217,16 +137,6 @@ impl Controller {
         Ok(rx)
     }
 
-    /// `abort` or `rollback` while a switch runs: the switch answers once it has put traffic
-    /// back. `None` when no switch runs.
-    pub fn interrupt(&self, kind: StopKind) -> Option<oneshot::Receiver<String>> {
-        let running = lock(&self.running);
-        let r = running.as_ref()?;
-        let (reply, rx) = oneshot::channel();
-        r.stop.send(Stop { kind, reply }).ok()?;
-        Some(rx)
-    }
-
     /// `rollback` with no switch running: back to the other color at once, no gate (it was
     /// live a moment ago and is still warm).
     pub async fn rollback_now(app: &Arc<App>, out: &mpsc::UnboundedSender<String>) -> String {
@@ -252,7 +162,7 @@ impl Controller {
             (from, to)
         };
         app.metrics.set_active(to);
-        drain::schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
+        schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
         app.metrics.switch_ended("rolled_back");
         let _ = out.send(format!("swap: active={to} (was {from})"));
         tracing::warn!(from = %from, to = %to, "manual rollback");
@@ -407,7 +317,7 @@ impl Driver {
         self.swapped = true;
         let took = t.elapsed();
         self.app.metrics.set_active(self.to);
-        drain::schedule_handover(
+        schedule_handover(
             self.app.clone(),
             self.from,
             self.app.cfg.switch.drain_timeout,
@@ -612,7 +522,7 @@ impl Driver {
         let app = self.app.clone();
         app.router.set_active(self.from);
         app.metrics.set_active(self.from);
-        drain::schedule_handover(app.clone(), self.to, app.cfg.switch.drain_timeout);
+        schedule_handover(app.clone(), self.to, app.cfg.switch.drain_timeout);
         self.say(format!("swap: active={} (was {})", self.from, self.to));
         if let Err(e) = state::store(&app.cfg.state_file, self.from) {
             self.say(format!(
@@ -636,4 +546,19 @@ impl Driver {
             }
         }
     }
+}
+
+/// After a switch away from `color`: at `deadline`, unless `color` is live again by then (a
+/// rollback), its WebSockets are handed over so clients reconnect to the live color.
+pub(crate) fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        if app.router.active() == color {
+            return;
+        }
+        let n = app.tracker.close_websockets(color);
+        if n > 0 {
+            tracing::info!(color = %color, websockets = n, "drain deadline: closing websockets with 1012");
+        }
+    });
 }

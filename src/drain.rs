@@ -6,24 +6,21 @@
 //! these counts; the gauges behind them are the Prometheus ones, so what `status` says and what
 //! Prometheus scrapes cannot disagree.
 //!
-//! Upgraded WebSockets are also registered with a duplicate of their upstream socket, so a
-//! drain deadline can hand them over: [`Tracker::close_websockets`] marks each one closing and,
-//! when it sits between two frames, shuts the upstream read side so pingora sees the upstream
-//! end and the proxy appends a 1012 close frame (proxy.rs writes the frame; wsframe.rs knows
-//! the boundaries). This module does not decide when to drain: the switch driver and shutdown
-//! do.
+//! Upgraded WebSockets are also registered, so a drain deadline can hand them over:
+//! [`Tracker::close_websockets`] marks each one closing and wakes its relay, which puts a
+//! 1012 close frame at the next frame boundary of the server-to-client stream (engine/relay.rs
+//! writes the frame; wsframe.rs knows the boundaries). No socket is duplicated for this. This
+//! module does not decide when to drain: the switch driver and shutdown do.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use pingora_prometheus::prometheus::IntGauge;
+use tokio::sync::Notify;
 
-use crate::app::App;
+use crate::color::Color;
 use crate::metrics::Metrics;
-use crate::routing::Color;
 use crate::sync::lock;
 
 /// Counts one open thing (a request or a WebSocket of one color, a client connection) on a
@@ -58,11 +55,10 @@ impl OpenCounts {
 }
 
 /// One proxied WebSocket as the drain sees it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct WsHandle {
     closing: AtomicBool,
-    at_boundary: AtomicBool,
-    upstream: OwnedFd,
+    wake: Notify,
 }
 
 impl WsHandle {
@@ -70,28 +66,20 @@ impl WsHandle {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// The proxy says where the server-to-client stream is after each chunk.
-    pub fn set_at_boundary(&self, b: bool) {
-        self.at_boundary.store(b, Ordering::SeqCst);
-    }
-
-    /// Makes pingora's next upstream read see end-of-stream, which ends the upgraded session
-    /// after the proxy has written its close frame. The write side stays open so the client's
-    /// own close frame can still reach the backend.
-    pub fn end_upstream_reads(&self) {
-        // SAFETY: shutdown(2) on a descriptor this handle owns; it cannot affect memory.
-        unsafe {
-            libc::shutdown(self.upstream.as_raw_fd(), libc::SHUT_RD);
+    /// Resolves once a handover is asked for (at once if it already was).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.wake.notified();
+            if self.closing() {
+                return;
+            }
+            notified.await;
         }
     }
 
     fn request_close(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        // Between frames now: end it here. Inside a frame: the proxy ends it at the frame's
-        // end (it sees `closing` on the next chunk).
-        if self.at_boundary.load(Ordering::SeqCst) {
-            self.end_upstream_reads();
-        }
+        self.wake.notify_waiters();
     }
 }
 
@@ -130,13 +118,9 @@ impl Tracker {
         }
     }
 
-    /// Registers an upgraded connection of `color` whose upstream socket is `upstream`.
-    pub fn register_websocket(&self, color: Color, upstream: OwnedFd) -> WsRegistration {
-        let handle = Arc::new(WsHandle {
-            closing: AtomicBool::new(false),
-            at_boundary: AtomicBool::new(true),
-            upstream,
-        });
+    /// Registers an upgraded connection of `color`.
+    pub fn register_websocket(&self, color: Color) -> WsRegistration {
+        let handle = Arc::new(WsHandle::default());
         let id = self.sockets.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.sockets.open[color.idx()]).insert(id, handle.clone());
         WsRegistration {
@@ -180,21 +164,6 @@ impl Tracker {
     }
 }
 
-/// After a switch away from `color`: at `deadline`, unless `color` is live again by then (a
-/// rollback), its WebSockets are handed over so clients reconnect to the live color.
-pub fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        if app.router.active() == color {
-            return;
-        }
-        let n = app.tracker.close_websockets(color);
-        if n > 0 {
-            tracing::info!(color = %color, websockets = n, "drain deadline: closing websockets with 1012");
-        }
-    });
-}
-
 /// The drain progress line of the admin protocol.
 pub fn drain_line(c: Color, open: OpenCounts) -> String {
     format!(
@@ -224,6 +193,13 @@ mod tests {
         assert!(t.open(Color::Green).is_empty());
         drop((a, b, w));
         assert!(t.open(Color::Blue).is_empty());
+        let r = t.register_websocket(Color::Green);
+        assert_eq!(t.open(Color::Green).websockets, 1);
+        assert!(!r.handle.closing());
+        assert_eq!(t.close_websockets(Color::Green), 1);
+        assert!(r.handle.closing());
+        drop(r);
+        assert_eq!(t.close_websockets(Color::Green), 0);
         assert_eq!(
             drain_line(
                 Color::Blue,

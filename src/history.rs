@@ -2,21 +2,16 @@
 //! one watch window needs, so a switch can tell how the old color did over the same length of
 //! time just before the swap (the `baseline` of verdict.rs).
 //!
-//! A background task samples the `ColorStats` atomics; the request path never sees this
+//! A background task (server.rs's `Sampler`) samples the `ColorStats` atomics; the request path never sees this
 //! module and takes no lock for it. The ring's lock is taken once a second by the sampler
 //! and once per switch by the controller. It does not judge anything (verdict.rs does).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
-
-use crate::app::App;
+use crate::color::Color;
 use crate::metrics::Metrics;
-use crate::routing::Color;
 use crate::sync::lock;
 use crate::verdict::Counts;
 
@@ -95,25 +90,6 @@ pub fn baseline<'a>(
             now.at.saturating_duration_since(s.at),
         ),
         None => (Counts::default(), Duration::ZERO),
-    }
-}
-
-/// The background task that takes one sample a second.
-pub struct Sampler {
-    pub app: Arc<App>,
-}
-
-#[async_trait]
-impl BackgroundService for Sampler {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.app.history.push(Sample::now(&self.app.metrics)),
-                _ = shutdown.changed() => return,
-            }
-        }
     }
 }
 

@@ -2,13 +2,17 @@
 //!
 //! Crate map (one concept per file):
 //! - [`config`]: the TOML config, validated, errors with `FILE:LINE:COL`
-//! - [`routing`]: colors, backends, pools and the `ArcSwap` routing table
-//! - [`proxy`]: pingora `ProxyHttp`, the data plane
-//! - [`edge`]: the front door's refusals: request checks, header/idle deadlines, connection cap
+//! - [`color`]: blue and green, shared by every part
+//! - [`routing`]: backends, pools and the `ArcSwap` routing table
+//! - [`engine`]: the HTTP/1.1 data plane on pingora-core's `ServerApp`: heads, framing,
+//!   upstream pool, upgrade relay
+//! - [`request`]: request-level decisions any data path calls: route, color, gzip, accounting
+//! - [`edge`]: the refusal type, raw-byte checks and the connection cap
 //! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
 //! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
-//! - [`switch`]: the pure switch state machine; [`controller`] drives it
+//! - [`switch`]: the pure switch state machine; [`controller`] drives it and fills
+//!   [`switch_state`], the running switch's record
 //! - [`fault`]: whose fault a failed exchange was (what the watch may count)
 //! - [`verdict`]: the watch's rules (error count, error rate over a baseline, p99, traffic)
 //! - [`history`]: per-second samples of each color's counts, for the baseline
@@ -30,11 +34,13 @@ pub mod access_log;
 pub mod admin;
 pub mod admin_http;
 pub mod app;
+pub mod color;
 pub mod config;
 pub mod controller;
 pub mod demo;
 pub mod drain;
 pub mod edge;
+pub mod engine;
 pub mod fault;
 pub mod fleet;
 pub mod health;
@@ -42,12 +48,13 @@ pub mod history;
 pub mod hooks;
 pub mod metrics;
 pub mod progress_bar;
-pub mod proxy;
+pub mod request;
 pub mod routing;
 pub mod server;
 pub mod state;
 pub mod status;
 pub mod switch;
+pub mod switch_state;
 pub mod sync;
 pub mod tls;
 pub mod verdict;

@@ -15,7 +15,7 @@ use pingora_prometheus::prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::routing::Color;
+use crate::color::Color;
 
 /// Status codes a counter can be kept for; anything else is counted as 0 (never seen in
 /// practice: pingora refuses to parse such a response).

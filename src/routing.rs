@@ -5,74 +5,16 @@
 //! with the old one and differs only in `active`. This module decides where a request goes;
 //! it does not probe health (health.rs writes the flags) or drive switches (switch.rs).
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+pub use crate::color::{Color, UnknownColor};
 use crate::config::{Config, HeaderRule};
 use crate::metrics::{Metrics, RouteStats};
-
-/// A deployment: one of the two copies of the application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Color {
-    Blue,
-    Green,
-}
-
-impl Color {
-    pub const ALL: [Color; 2] = [Color::Blue, Color::Green];
-
-    pub fn other(self) -> Color {
-        match self {
-            Color::Blue => Color::Green,
-            Color::Green => Color::Blue,
-        }
-    }
-
-    /// Index into per-color arrays.
-    pub fn idx(self) -> usize {
-        match self {
-            Color::Blue => 0,
-            Color::Green => 1,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Color::Blue => "blue",
-            Color::Green => "green",
-        }
-    }
-}
-
-impl fmt::Display for Color {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown color \"{0}\": the colors are blue and green")]
-pub struct UnknownColor(pub String);
-
-impl FromStr for Color {
-    type Err = UnknownColor;
-    fn from_str(s: &str) -> Result<Color, UnknownColor> {
-        if s.eq_ignore_ascii_case("blue") {
-            Ok(Color::Blue)
-        } else if s.eq_ignore_ascii_case("green") {
-            Ok(Color::Green)
-        } else {
-            Err(UnknownColor(s.to_string()))
-        }
-    }
-}
 
 /// What the active checker last concluded about a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,13 +23,12 @@ use pingora::services::listening::Service;
 use crate::admin::{self, AdminError, AdminService};
 use crate::admin_http::AdminHttp;
 use crate::app::App;
+use crate::color::Color;
 use crate::config::Config;
-use crate::edge::FrontDoor;
+use crate::engine::Engine;
 use crate::fleet::{self, Fleet};
 use crate::health::HealthChecker;
-use crate::history::Sampler;
-use crate::proxy::Proxy;
-use crate::routing::Color;
+use crate::history;
 use crate::state::{self, Saved, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +98,9 @@ fn server_conf(cfg: &Config) -> ServerConf {
         // upper bound.
         grace_period_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        // One current-thread runtime per worker: a request's tasks, its upstream pool and
+        // its buffers stay on one thread (engine/pool.rs relies on it).
+        work_stealing: false,
         ..ServerConf::default()
     }
 }
@@ -139,21 +141,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     tracing::info!(active = %active.color, epoch = ?active.epoch, "starting: {cfg}");
     let app = App::new(cfg, active.color, active.epoch);
 
-    // The proxy runs inside FrontDoor, which counts and caps client connections and puts
-    // the header and keep-alive deadlines on each (see edge.rs).
-    let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(app.clone()));
-    let mut proxy = Service::new(
-        "proxy".to_string(),
-        FrontDoor::new(http, app.cfg.limits, app.metrics.clone()),
-    );
-    // No L4 read buffer on the plain-HTTP listener: pingora's HTTP layer buffers what it
-    // parses, and the default 64 KiB buffer stayed resident for every idle keep-alive
-    // connection (58 KB per connection at 10k in benches/run.sh --only idle).
+    // switchyard's own HTTP/1.1 engine serves every client connection (plain, or TLS after
+    // pingora's handshake): see src/engine/.
+    let mut proxy = Service::new("proxy".to_string(), Engine::new(app.clone()));
+    // No L4 buffers: the engine reads into buffers it lends per read (an idle keep-alive
+    // connection holds none) and writes each head in one write.
     proxy.add_listener(
-        ListenerConfig::tcp(app.cfg.listen_http.to_string()).l4_buffer(L4BufferSettings {
-            read: Some(0),
-            write: None,
-        }),
+        ListenerConfig::tcp(app.cfg.listen_http.to_string())
+            .l4_buffer(L4BufferSettings::unbuffered()),
     );
     if let (Some(t), Some(resolver)) = (&app.cfg.tls, &app.tls) {
         // The paths here are never read: the resolver serves the pair, and reload-tls swaps it.
@@ -161,7 +156,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         settings.set_cert_resolver(resolver.clone());
         // HTTP/1.1 only: WebSocket upgrades and edge.rs's checks are HTTP/1.1.
         settings.set_alpn(ALPN::H1);
-        proxy.add_tls_with_settings(&t.addr.to_string(), None, settings);
+        proxy.add_listener(
+            ListenerConfig::tcp(t.addr.to_string())
+                .tls(settings)
+                .l4_buffer(L4BufferSettings::unbuffered()),
+        );
     }
     server.add_service(proxy);
 
@@ -265,6 +264,25 @@ impl BackgroundService for Shutdown {
                 std::process::exit(0);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The background task that takes one sample of each color's counts a second (history.rs).
+struct Sampler {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for Sampler {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(history::EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.app.history.push(history::Sample::now(&self.app.metrics)),
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }

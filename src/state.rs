@@ -14,7 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::routing::Color;
+use crate::color::Color;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::routing::Color;
+use crate::color::Color;
 
 /// The `[switch]` rules of the watch window, validated by config.rs.
 #[derive(Debug, Clone, PartialEq)]

@@ -33,53 +33,6 @@ fn setup_with(b: &Backends, extra: &str) -> Setup {
     s
 }
 
-/// What a raw client saw: everything the proxy sent, and whether it then closed.
-struct Raw {
-    text: String,
-    closed: bool,
-}
-
-impl Raw {
-    fn status(&self) -> u16 {
-        self.text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn says_close(&self) -> bool {
-        self.text
-            .to_ascii_lowercase()
-            .contains("\r\nconnection: close\r\n")
-    }
-}
-
-/// Reads until the peer closes, an error, or `limit`.
-async fn read_all(s: &mut TcpStream, limit: Duration) -> Raw {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = tokio::time::Instant::now() + limit;
-    let closed = loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    Raw {
-        text: String::from_utf8_lossy(&out).into_owned(),
-        closed,
-    }
-}
-
-/// Sends `bytes` on a fresh connection and reads what comes back.
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Raw {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(bytes).await.expect("send");
-    read_all(&mut s, Duration::from_secs(10)).await
-}
-
 #[tokio::test]
 async fn smuggling_shapes_get_400_and_a_close_and_never_reach_the_backend() {
     let b = Backends::start().await;

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use crate::app::App;
-use crate::routing::{Color, Health};
+use crate::color::Color;
+use crate::routing::Health;
 
 use crate::history::Sample;
 

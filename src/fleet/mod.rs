@@ -25,8 +25,8 @@ use std::time::SystemTime;
 use etcd_client::Client;
 use tokio::sync::{watch as chan, Notify};
 
+use crate::color::Color;
 use crate::config::FleetConfig;
-use crate::routing::Color;
 use crate::sync::lock;
 
 use member::Live;

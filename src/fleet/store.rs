@@ -18,7 +18,7 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::routing::Color;
+use crate::color::Color;
 use crate::verdict::Counts;
 
 /// How long one etcd call may take before the fleet counts etcd as unreachable.

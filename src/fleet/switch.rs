@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::controller::{Lines, StopKind, SwitchInfo};
+use crate::color::Color;
+use crate::controller::{Lines, StopKind};
 use crate::hooks;
 use crate::metrics::DURATION_BUCKETS;
-use crate::routing::Color;
 use crate::switch::{GateVerdict, Phase};
 use crate::verdict::{judge, progress_line, quantile, reason, Counts, Verdict, Window};
 
@@ -48,7 +48,7 @@ pub fn start(app: &Arc<App>, fleet: &Arc<Fleet>, to: Color, force: bool) -> Resu
                 .into(),
         );
     }
-    let info = SwitchInfo::new(app, to.other(), to, force);
+    let info = crate::controller::switch_info(app, to.other(), to, force);
     if !app.controller.begin(info) {
         return Err(format!("switch in progress (by {})", fleet.cfg.member));
     }

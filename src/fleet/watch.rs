@@ -14,8 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use etcd_client::{Client, EventType, WatchOptions, WatchResponse, WatchStream};
 
 use crate::app::App;
-use crate::drain;
-use crate::routing::Color;
+use crate::color::Color;
 use crate::state::{self, Saved};
 
 use super::member::{orphaned, own_record, recovered, recovery_actor};
@@ -97,7 +96,7 @@ pub fn apply(app: &Arc<App>, fleet: &Fleet, v: Versioned) {
         let t = Instant::now();
         app.router.set_active(to);
         app.metrics.set_active(to);
-        drain::schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
+        crate::controller::schedule_handover(app.clone(), from, app.cfg.switch.drain_timeout);
         let lag = now_ms().saturating_sub(d.at_ms);
         app.metrics.fleet_swap_observe(Duration::from_millis(lag));
         tracing::info!(epoch = d.epoch, from = %from, to = %to, lag_ms = lag, swap_us = t.elapsed().as_micros() as u64, "fleet: applied decision ({})", d.note);

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::routing::Color;
+use crate::color::Color;
 use crate::sync::lock;
 
 /// How many switch outcomes are kept for the status page.

@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use switchyard::demo::{DemoApp, DemoHandle};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
 pub const FAST_HEALTH: &str =
@@ -517,4 +517,51 @@ pub async fn failures(tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>) -
         }
     }
     failed
+}
+
+/// What a raw client saw: everything the proxy sent, and whether it then closed.
+pub struct Raw {
+    pub text: String,
+    pub closed: bool,
+}
+
+impl Raw {
+    pub fn status(&self) -> u16 {
+        self.text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn says_close(&self) -> bool {
+        self.text
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n")
+    }
+}
+
+/// Reads until the peer closes, an error, or `limit`.
+pub async fn read_all(s: &mut TcpStream, limit: Duration) -> Raw {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + limit;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    Raw {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
+}
+
+/// Sends `bytes` on a fresh connection and reads what comes back.
+pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Raw {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("send");
+    read_all(&mut s, Duration::from_secs(10)).await
 }

@@ -1,0 +1,727 @@
+//! One request/response exchange on a client connection: from a complete head in the
+//! client buffer to the last body byte (or the end of an upgraded session).
+//!
+//! [`prepare`] is synchronous: it parses the head, decides route and color, picks a server
+//! and writes the upstream head, all while httparse's view of the buffer is alive, and
+//! returns owned facts ([`Plan`]) that cross the awaits of [`forward`]. Nothing here decides
+//! policy: refusals come from head.rs, routes and accounting from request.rs.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::framing::{Body, Framing};
+use super::gzip::Gzip;
+use super::head::{self, Forwarding};
+use super::response::{self, ClientSide, Out};
+use super::{pool, relay, Conn, Next};
+use crate::app::App;
+use crate::color::Color;
+use crate::edge::Refusal;
+use crate::fault::Stage;
+use crate::request::{self, Failure, Finished, ResponseFacts};
+use crate::routing::{Backend, Route};
+use crate::wsframe::FrameTracker;
+
+// Not boxed: a request must not cost a heap allocation, and the value lives on the
+// connection task's own stack frame for a moment only.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Step {
+    NeedMore,
+    Refuse(Refusal),
+    Answer(Answer),
+    Forward(Plan),
+}
+
+/// switchyard's own answer to a well-formed request (404).
+pub(crate) struct Answer {
+    status: u16,
+    body: &'static str,
+    head_len: usize,
+    /// The request has a body (not read): the connection cannot continue after it.
+    has_body: bool,
+    keep_alive: bool,
+    log: Log,
+}
+
+/// A chunked request body that breaks its framing: nobody can say where it ends.
+const BAD_CHUNK: Refusal = Refusal::BadRequest("invalid chunked request body");
+
+/// What the access log needs of a request; empty strings when the log is off (no
+/// allocation per request then).
+#[derive(Default)]
+struct Log {
+    method: String,
+    path: String,
+}
+
+impl Log {
+    fn new(on: bool, method: &str, target: &str) -> Log {
+        if on {
+            Log {
+                method: method.to_string(),
+                path: target.to_string(),
+            }
+        } else {
+            Log::default()
+        }
+    }
+}
+
+/// Everything the exchange needs once the head's bytes are gone.
+pub(crate) struct Plan {
+    route: Arc<Route>,
+    color: Color,
+    backend: Arc<Backend>,
+    /// The upstream head, then reused for what goes to the client.
+    out: Vec<u8>,
+    host_line: Option<Range<usize>>,
+    head_len: usize,
+    framing: Framing,
+    is_head: bool,
+    upgrade: bool,
+    keep_alive: bool,
+    http10: bool,
+    /// The route gzips and the client accepts it.
+    gzip: bool,
+    idempotent: bool,
+    log: Log,
+    /// After a 101: where the server-to-client frames stand after what came with it.
+    frames: Option<FrameTracker>,
+}
+
+/// Parses and checks the head in the client buffer and decides where it goes.
+pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
+    let app = conn.app;
+    let limits = app.cfg.limits;
+    let mut headers = head::fields();
+    let req = match head::parse(
+        &conn.rbuf[..conn.rlen],
+        &mut headers,
+        limits.max_header_bytes,
+        limits.max_headers,
+    ) {
+        Ok(None) => return Step::NeedMore,
+        Err(r) => return Step::Refuse(r),
+        Ok(Some(r)) => r,
+    };
+    let log = Log::new(app.cfg.access_log.is_some(), req.method, req.target);
+    let preview = app.cfg.preview.as_ref();
+    let steer = preview.and_then(|p| req.header(&p.header));
+    let Some(d) = request::decide(app, req.host, req.path, conn.client_ip, steer) else {
+        return Step::Answer(Answer {
+            status: 404,
+            body: "switchyard: no route for this path\n",
+            head_len: req.head_len,
+            has_body: req.framing != Framing::Empty,
+            keep_alive: req.wants_keep_alive(),
+            log,
+        });
+    };
+    let backend = d.route.pool(d.color).pick().clone();
+    let fwd = Forwarding {
+        client_ip: conn.client_ip,
+        tls: conn.tls,
+        strip: preview.map(|p| p.header.as_str()),
+    };
+    let mut out = pool::scratch();
+    let host_line = head::write_upstream(&req, &fwd, backend.addr, &mut out);
+    let gzip = d.route.gzip
+        && request::accepts_gzip(
+            req.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
+                .map(|h| h.value),
+        );
+    Step::Forward(Plan {
+        color: d.color,
+        backend,
+        out,
+        host_line,
+        head_len: req.head_len,
+        framing: req.framing,
+        is_head: req.is_head(),
+        upgrade: req.upgrade,
+        keep_alive: req.wants_keep_alive(),
+        http10: req.minor == 0,
+        gzip,
+        idempotent: matches!(
+            req.method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        ),
+        log,
+        frames: None,
+        route: d.route,
+    })
+}
+
+/// Sends switchyard's own answer (404) with the global response headers.
+pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
+    let started = Instant::now();
+    conn.app.metrics.refused("no_route");
+    let close = a.has_body || !a.keep_alive || conn.leaving();
+    let mut out = pool::scratch();
+    response::write_own(&mut out, a.status, a.body, &conn.app.cfg.headers, close);
+    let sent = conn.client.write_all(&out).await.is_ok() && conn.client.flush().await.is_ok();
+    pool::give_back_scratch(out);
+    conn.consume(a.head_len);
+    request::finish(
+        conn.app,
+        &Finished {
+            route: None,
+            color: conn.app.router.active(),
+            status: if sent { a.status } else { 0 },
+            backend_status: 0,
+            stage: Stage::BeforeHead,
+            failure: None,
+            elapsed: started.elapsed(),
+            bytes: a.body.len() as u64,
+            client: conn.client_ip,
+            method: &a.log.method,
+            path: &a.log.path,
+            backend: None,
+        },
+    );
+    if close || !sent {
+        if sent {
+            conn.linger().await;
+        }
+        return Next::Close;
+    }
+    Next::KeepAlive
+}
+
+/// What became of one exchange, for the accounting at its end.
+#[derive(Default)]
+struct Outcome {
+    status: u16,
+    /// The backend's final (or 101) status, once its head arrived.
+    backend_status: u16,
+    bytes: u64,
+    failure: Option<Failure>,
+}
+
+impl Outcome {
+    fn stage(&self) -> Stage {
+        match self.backend_status {
+            0 => Stage::BeforeHead,
+            101 => Stage::Upgraded,
+            _ => Stage::AfterHead,
+        }
+    }
+
+    /// Names the failure; a backend's is on record at once, before any error page goes out.
+    fn fail(&mut self, app: &App, color: Color, f: Failure) {
+        if f.is_upstream() && f != Failure::Connect {
+            app.metrics.upstream_error(color, f.fault().kind.label());
+        }
+        self.failure = Some(f);
+    }
+}
+
+/// Forwards one request and its response; accounts for it at the end.
+pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan) -> Next {
+    let started = Instant::now();
+    let app = conn.app;
+    let _inflight = app.tracker.request(plan.color);
+    let mut o = Outcome::default();
+    let next = run(conn, &mut plan, &mut o).await;
+    if let Some(f) = o.failure {
+        tracing::debug!(failure = ?f, server = %plan.backend.addr, "request failed");
+    }
+    request::finish(
+        app,
+        &Finished {
+            route: Some(&plan.route),
+            color: plan.color,
+            status: o.status,
+            backend_status: o.backend_status,
+            stage: o.stage(),
+            failure: o.failure,
+            elapsed: started.elapsed(),
+            bytes: o.bytes,
+            client: conn.client_ip,
+            method: &plan.log.method,
+            path: &plan.log.path,
+            backend: Some(&plan.backend),
+        },
+    );
+    pool::give_back_scratch(std::mem::take(&mut plan.out));
+    next
+}
+
+/// An upstream connection: taken from the pool (`reused`) or new.
+async fn connect(
+    app: &App,
+    b: &Backend,
+    color: Color,
+    fresh: bool,
+) -> io::Result<(TcpStream, bool)> {
+    if !fresh {
+        if let Some(s) = pool::take(b.addr, color, app.cfg.upstream_idle_timeout) {
+            return Ok((s, true));
+        }
+    }
+    // Boxed: a new connection is the uncommon case under keep-alive, and its future (the
+    // connect and its timer) would otherwise be part of every connection's future.
+    let s = Box::pin(tokio::time::timeout(
+        app.cfg.connect_timeout,
+        TcpStream::connect(b.addr),
+    ))
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = s.set_nodelay(true);
+    Ok((s, false))
+}
+
+async fn run(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome) -> Next {
+    let app = conn.app;
+    // The body bytes that came with the head go up in the same write as the head; a bad
+    // chunk among them is refused before the backend sees anything.
+    let mut body = Body::new(plan.framing);
+    let start = plan.head_len;
+    let consumed = match body.feed(&conn.rbuf[start..conn.rlen], &mut |_| {}) {
+        Ok(n) => n,
+        Err(_) => {
+            o.failure = Some(Failure::ClientProtocol);
+            if conn.send_refusal(BAD_CHUNK).await {
+                o.status = 400;
+                Box::pin(conn.linger()).await;
+            }
+            return Next::Close;
+        }
+    };
+    plan.out
+        .extend_from_slice(&conn.rbuf[start..start + consumed]);
+    conn.consume(start + consumed);
+    // Only a request whose body went up whole with the head can be sent again.
+    let resendable = plan.idempotent && body.is_done();
+
+    let servers = plan.route.pool(plan.color).backends.len();
+    let mut connect_failures = 0;
+    let mut fresh = false;
+    let size = conn.engine.buf_size;
+    loop {
+        let (mut up, reused) = match connect(app, &plan.backend, plan.color, fresh).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(server = %plan.backend.addr, "connect failed: {e}");
+                app.metrics.upstream_error(plan.color, "connect");
+                connect_failures += 1;
+                if connect_failures < servers {
+                    // Nothing was sent: another server of the same color may take it.
+                    plan.backend = plan.route.pool(plan.color).pick().clone();
+                    if let Some(at) = plan.host_line.take() {
+                        plan.host_line =
+                            Some(head::rewrite_host(&mut plan.out, at, plan.backend.addr));
+                    }
+                    continue;
+                }
+                o.failure = Some(Failure::Connect);
+                return Box::pin(error_page(conn, plan, o, &body)).await;
+            }
+        };
+        if let Err(e) = up.write_all(&plan.out).await {
+            if reused {
+                // The backend closed this pooled connection while it idled: nothing was
+                // processed, so any request may go again on a new connection.
+                fresh = true;
+                continue;
+            }
+            tracing::debug!(server = %plan.backend.addr, "sending the request failed: {e}");
+            o.fail(app, plan.color, Failure::Reset);
+            return Box::pin(error_page(conn, plan, o, &body)).await;
+        }
+        let mut ubuf = pool::buffer(size);
+        let r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf).await;
+        pool::give_back(ubuf);
+        match r {
+            Respond::Done { next, reusable } => {
+                if reusable {
+                    pool::put(
+                        plan.backend.addr,
+                        plan.color,
+                        up,
+                        app.cfg.upstream_idle_timeout,
+                    );
+                }
+                return next;
+            }
+            Respond::DeadBeforeAnyByte if reused && resendable => {
+                fresh = true;
+                continue;
+            }
+            Respond::DeadBeforeAnyByte => {
+                o.fail(app, plan.color, Failure::Reset);
+                return Box::pin(error_page(conn, plan, o, &body)).await;
+            }
+            // Boxed: an upgraded session's relay is large and rare, and would otherwise
+            // make every connection's future (idle keep-alives included) that large.
+            Respond::Upgraded => return Box::pin(upgraded(conn, plan, o, &mut up)).await,
+        }
+    }
+}
+
+enum Respond {
+    Done {
+        next: Next,
+        reusable: bool,
+    },
+    /// The (pooled) connection ended before a single response byte.
+    DeadBeforeAnyByte,
+    /// A 101 went to the client (with whatever followed it): relay from here.
+    Upgraded,
+}
+
+/// Reads the response head (relaying interim ones) while the rest of the request body goes
+/// up, then sends the response to the client.
+async fn respond(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    body: &mut Body,
+    up: &mut TcpStream,
+    ubuf: &mut [u8],
+) -> Respond {
+    let mut ulen = 0;
+    let size = conn.engine.buf_size;
+    // A client that stops sending its body for idle_timeout is cut: it would hold a backend
+    // connection forever otherwise.
+    let body_stall = conn.app.cfg.limits.idle_timeout;
+    let mut body_deadline = tokio::time::Instant::now() + body_stall;
+    let head = loop {
+        if ulen > 0 {
+            match final_head(conn, plan, o, body, &ubuf[..ulen]) {
+                Parsed::Incomplete => {}
+                Parsed::Interim(n, forward) => {
+                    if forward
+                        && (conn.client.write_all(&ubuf[..n]).await.is_err()
+                            || conn.client.flush().await.is_err())
+                    {
+                        o.failure = Some(Failure::ClientGone);
+                        return done(Next::Close);
+                    }
+                    ubuf.copy_within(n..ulen, 0);
+                    ulen -= n;
+                    continue;
+                }
+                Parsed::Bad(e) => {
+                    tracing::debug!(server = %plan.backend.addr, "{e}");
+                    o.fail(conn.app, plan.color, Failure::Protocol);
+                    return done(Box::pin(error_page(conn, plan, o, body)).await);
+                }
+                Parsed::Final(h) => break h,
+            }
+            if ulen == ubuf.len() {
+                o.fail(conn.app, plan.color, Failure::Protocol);
+                return done(Box::pin(error_page(conn, plan, o, body)).await);
+            }
+        }
+        if conn.rbuf.is_empty() && !body.is_done() {
+            conn.rbuf = pool::buffer(size);
+        }
+        let rlen = conn.rlen;
+        let sending = !body.is_done();
+        tokio::select! {
+            // An async block: no timer is even created unless a body is being sent.
+            _ = async { tokio::time::sleep_until(body_deadline).await }, if sending => {
+                o.failure = Some(Failure::ClientStalled);
+                return done(Next::Close);
+            },
+            r = up.read(&mut ubuf[ulen..]) => match r {
+                Ok(n) if n > 0 => ulen += n,
+                _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
+                _ => {
+                    o.fail(conn.app, plan.color, Failure::Reset);
+                    return done(Box::pin(error_page(conn, plan, o, body)).await);
+                }
+            },
+            r = conn.client.read(&mut conn.rbuf[rlen..]), if sending => match r {
+                Ok(n) if n > 0 => {
+                    conn.rlen += n;
+                    body_deadline = tokio::time::Instant::now() + body_stall;
+                    if let Err(f) = send_body(conn, body, up).await {
+                        o.fail(conn.app, plan.color, f);
+                        if f == Failure::ClientProtocol {
+                            if conn.send_refusal(BAD_CHUNK).await {
+                                o.status = 400;
+                                Box::pin(conn.linger()).await;
+                            }
+                            return done(Next::Close);
+                        }
+                        return done(Box::pin(error_page(conn, plan, o, body)).await);
+                    }
+                }
+                _ => {
+                    // The client left in the middle of its body.
+                    o.failure = Some(Failure::ClientGone);
+                    return done(Next::Close);
+                }
+            },
+        }
+    };
+    if head.status == 101 {
+        o.status = 101;
+        // The 101 head (already rewritten in plan.out) and whatever the backend sent after it.
+        let rest = &ubuf[head.len..ulen];
+        plan.out.extend_from_slice(rest);
+        let mut frames = FrameTracker::default();
+        frames.feed(rest, false);
+        plan.frames = Some(frames);
+        return Respond::Upgraded;
+    }
+    ubuf.copy_within(head.len..ulen, 0);
+    ulen -= head.len;
+    send_response(conn, plan, o, body, up, ubuf, ulen, head).await
+}
+
+fn done(next: Next) -> Respond {
+    Respond::Done {
+        next,
+        reusable: false,
+    }
+}
+
+/// Forwards the client body bytes in `rbuf[..rlen]` that belong to this request.
+async fn send_body(
+    conn: &mut Conn<'_>,
+    body: &mut Body,
+    up: &mut TcpStream,
+) -> Result<(), Failure> {
+    let n = body
+        .feed(&conn.rbuf[..conn.rlen], &mut |_| {})
+        .map_err(|_| Failure::ClientProtocol)?;
+    if n > 0 {
+        up.write_all(&conn.rbuf[..n])
+            .await
+            .map_err(|_| Failure::Reset)?;
+        conn.consume(n);
+    }
+    Ok(())
+}
+
+/// The facts of a final response head, owned.
+struct FinalHead {
+    status: u16,
+    len: usize,
+    framing: Framing,
+    mode: Out,
+    upstream_close: bool,
+    client_close: bool,
+}
+
+enum Parsed {
+    Incomplete,
+    /// An interim (1xx) head of this length; whether it goes to the client.
+    Interim(usize, bool),
+    Bad(response::BadResponse),
+    Final(FinalHead),
+}
+
+/// Parses the head in `buf`; for a final one, writes the client's head into `plan.out`.
+fn final_head(
+    conn: &Conn<'_>,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    body: &Body,
+    buf: &[u8],
+) -> Parsed {
+    let mut headers = head::fields();
+    let r = match response::parse(buf, &mut headers, plan.is_head, plan.upgrade) {
+        Ok(None) => return Parsed::Incomplete,
+        Err(e) => return Parsed::Bad(e),
+        Ok(Some(r)) => r,
+    };
+    if r.is_interim() {
+        return Parsed::Interim(r.head_len, !plan.http10);
+    }
+    let gzip = plan.gzip
+        && request::may_gzip(&ResponseFacts {
+            status: r.status,
+            content_type: r.header("content-type"),
+            content_range: r.header("content-range").is_some(),
+            content_encoding: r.header("content-encoding").is_some(),
+            no_transform: r
+                .headers_named("cache-control")
+                .any(request::has_no_transform),
+        });
+    let mode = response::mode(&r, gzip, plan.http10);
+    let client_close = !plan.keep_alive
+        || conn.leaving()
+        || !body.is_done()
+        || response::ends_connection(&r, mode);
+    let side = ClientSide {
+        rules: &plan.route.headers,
+        http10: plan.http10,
+        close: client_close,
+        gzip,
+    };
+    response::write_client(&r, &side, &mut plan.out);
+    o.status = r.status;
+    o.backend_status = r.status;
+    Parsed::Final(FinalHead {
+        status: r.status,
+        len: r.head_len,
+        framing: r.framing,
+        mode,
+        upstream_close: r.close,
+        client_close,
+    })
+}
+
+/// Sends the response head and body to the client, framing checked all the way.
+#[allow(clippy::too_many_arguments)]
+async fn send_response(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    body: &Body,
+    up: &mut TcpStream,
+    ubuf: &mut [u8],
+    mut ulen: usize,
+    head: FinalHead,
+) -> Respond {
+    let mut rbody = Body::new(head.framing);
+    let mut gz = match head.mode {
+        Out::Gzip { chunked } => Some(Gzip::new(chunked)),
+        _ => None,
+    };
+    let mut head_sent = false;
+    let head_len = plan.out.len();
+    loop {
+        let out = &mut plan.out;
+        let fed = match (head.mode, gz.as_mut()) {
+            (Out::Pass, _) => rbody.feed(&ubuf[..ulen], &mut |_| {}).inspect(|&n| {
+                out.extend_from_slice(&ubuf[..n]);
+            }),
+            (_, Some(g)) => rbody.feed(&ubuf[..ulen], &mut |p| g.feed(p, out)),
+            _ => rbody.feed(&ubuf[..ulen], &mut |p| out.extend_from_slice(p)),
+        };
+        let n = match fed {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(server = %plan.backend.addr, "bad response body framing: {e}");
+                o.fail(conn.app, plan.color, Failure::Protocol);
+                if !head_sent {
+                    plan.out.clear();
+                    return done(Box::pin(error_page(conn, plan, o, body)).await);
+                }
+                return done(Next::Close);
+            }
+        };
+        ubuf.copy_within(n..ulen, 0);
+        ulen -= n;
+        if rbody.is_done() {
+            if let Some(g) = gz.take() {
+                g.finish(&mut plan.out);
+            }
+        }
+        if !plan.out.is_empty() {
+            let w = conn.client.write_all(&plan.out).await;
+            if w.is_err() || conn.client.flush().await.is_err() {
+                o.failure = Some(Failure::ClientGone);
+                if !head_sent {
+                    o.status = 0;
+                }
+                return done(Next::Close);
+            }
+            o.bytes += (plan.out.len() - if head_sent { 0 } else { head_len }) as u64;
+            head_sent = true;
+            plan.out.clear();
+        }
+        if rbody.is_done() {
+            let reusable = ulen == 0
+                && !head.upstream_close
+                && head.framing != Framing::Close
+                && body.is_done();
+            let next = if head.client_close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            };
+            if next == Next::Close {
+                Box::pin(conn.close_after_response()).await;
+            }
+            return Respond::Done { next, reusable };
+        }
+        match up.read(&mut ubuf[ulen..]).await {
+            Ok(k) if k > 0 => ulen += k,
+            _ => {
+                if rbody.eof().is_ok() {
+                    // Close-delimited: the end of the stream is the end of the body.
+                    if let Some(g) = gz.take() {
+                        g.finish(&mut plan.out);
+                        let _ = conn.client.write_all(&plan.out).await;
+                        plan.out.clear();
+                    }
+                    Box::pin(conn.close_after_response()).await;
+                    return done(Next::Close);
+                }
+                o.fail(conn.app, plan.color, Failure::Reset);
+                return done(Next::Close);
+            }
+        }
+    }
+}
+
+/// The client gets a 502 with the route's response headers (when nothing was sent to it
+/// yet); the connection continues only when the request's body was read whole.
+async fn error_page(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome, body: &Body) -> Next {
+    let close = !plan.keep_alive || conn.leaving() || !body.is_done();
+    let text = match o.failure {
+        Some(Failure::Connect) => "switchyard: no server of this color could be reached\n",
+        Some(Failure::Protocol) => "switchyard: the server's response was not valid HTTP\n",
+        _ => "switchyard: the server closed the connection without an answer\n",
+    };
+    response::write_own(&mut plan.out, 502, text, &plan.route.headers, close);
+    let sent = conn.client.write_all(&plan.out).await.is_ok() && conn.client.flush().await.is_ok();
+    plan.out.clear();
+    if !sent {
+        return Next::Close;
+    }
+    o.status = 502;
+    o.bytes = text.len() as u64;
+    if close {
+        conn.linger().await;
+        return Next::Close;
+    }
+    Next::KeepAlive
+}
+
+/// After a 101: registers the WebSocket, relays it until it ends, and closes.
+async fn upgraded(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    o: &mut Outcome,
+    up: &mut TcpStream,
+) -> Next {
+    let app = conn.app;
+    let frames = plan.frames.take().unwrap_or_default();
+    if conn.client.write_all(&plan.out).await.is_err() || conn.client.flush().await.is_err() {
+        return Next::Close;
+    }
+    plan.out.clear();
+    // What the client sent after its upgrade request belongs to the new protocol.
+    if conn.rlen > 0 {
+        if up.write_all(&conn.rbuf[..conn.rlen]).await.is_err() {
+            return Next::Close;
+        }
+        let n = conn.rlen;
+        conn.consume(n);
+    }
+    conn.release();
+    let reg = app.tracker.register_websocket(plan.color);
+    let size = conn.engine.buf_size;
+    let ended = relay::relay(&mut conn.client, up, &reg.handle, frames, size).await;
+    tracing::debug!(?ended, color = %plan.color, "websocket ended");
+    match ended {
+        relay::Ended::UpstreamFailed => o.fail(app, plan.color, Failure::Reset),
+        relay::Ended::ClientFailed => o.failure = Some(Failure::ClientGone),
+        relay::Ended::Closed | relay::Ended::HandedOver => {}
+    }
+    Next::Close
+}

@@ -1,0 +1,227 @@
+//! Per-worker-thread pools: idle upstream connections and I/O buffers.
+//!
+//! Each worker runs its own current-thread runtime, so a thread-local pool needs no lock,
+//! and a socket registered with one worker's reactor is only ever used on that worker.
+//! Upstream connections are kept per server and color, taken last-in first-out (the most
+//! recently used socket is the one least likely to have been closed by the backend), checked
+//! for liveness when taken (readable or closed means the backend is gone or misbehaving: it
+//! is dropped), and expired lazily when the pool is touched: no task or timer per idle
+//! connection. Buffers are lent around each read so an idle client connection holds none.
+//!
+//! This module does not decide what to reuse (the connection loop does), only keeps it.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::color::Color;
+
+/// Idle connections kept per server and color; more are closed.
+const MAX_IDLE_PER_KEY: usize = 256;
+
+/// Buffers kept per worker; more are freed.
+const MAX_FREE_BUFFERS: usize = 64;
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+struct Key {
+    addr: SocketAddr,
+    color: Color,
+    idle: Vec<Idle>,
+}
+
+struct Pools {
+    upstream: Vec<Key>,
+    /// Read buffers, each as long as it was lent (never shrunk, so never zeroed again).
+    buffers: Vec<Vec<u8>>,
+    /// Write buffers, empty, with the capacity they grew to.
+    scratch: Vec<Vec<u8>>,
+}
+
+thread_local! {
+    // Const-initialised: no lazy-initialisation check on every access.
+    static POOLS: RefCell<Pools> = const {
+        RefCell::new(Pools {
+            upstream: Vec::new(),
+            buffers: Vec::new(),
+            scratch: Vec::new(),
+        })
+    };
+}
+
+/// Takes a live idle connection to `addr` for `color`, if one is pooled and younger than
+/// `max_idle`.
+pub fn take(addr: SocketAddr, color: Color, max_idle: Duration) -> Option<TcpStream> {
+    POOLS.with(|p| {
+        let mut p = p.borrow_mut();
+        let key = p
+            .upstream
+            .iter_mut()
+            .find(|k| k.addr == addr && k.color == color)?;
+        while let Some(idle) = key.idle.pop() {
+            if idle.since.elapsed() >= max_idle {
+                // Everything below is older still.
+                key.idle.clear();
+                return None;
+            }
+            if is_live(&idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a connection that finished a response cleanly; drops the expired ones.
+pub fn put(addr: SocketAddr, color: Color, stream: TcpStream, max_idle: Duration) {
+    POOLS.with(|p| {
+        let mut p = p.borrow_mut();
+        let now = Instant::now();
+        let i = match p
+            .upstream
+            .iter()
+            .position(|k| k.addr == addr && k.color == color)
+        {
+            Some(i) => i,
+            None => {
+                p.upstream.push(Key {
+                    addr,
+                    color,
+                    idle: Vec::new(),
+                });
+                p.upstream.len() - 1
+            }
+        };
+        let idle = &mut p.upstream[i].idle;
+        // The oldest sit at the bottom of the stack.
+        let expired = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= max_idle)
+            .count();
+        idle.drain(..expired);
+        if idle.len() >= MAX_IDLE_PER_KEY {
+            idle.remove(0);
+        }
+        idle.push(Idle { stream, since: now });
+    })
+}
+
+/// Whether a pooled socket still waits quietly: no bytes and no end of stream from the
+/// backend. Uses the reactor's readiness, so a quiet socket costs no system call.
+fn is_live(s: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Idle connections this worker holds (for tests and debugging).
+pub fn idle_count() -> usize {
+    POOLS.with(|p| p.borrow().upstream.iter().map(|k| k.idle.len()).sum())
+}
+
+/// Lends a read buffer of `size` bytes (contents unspecified). Every read buffer of a
+/// process has the same size, so a reused one is taken as it is: zeroed once, when it was
+/// first allocated.
+pub fn buffer(size: usize) -> Vec<u8> {
+    let reused = POOLS.with(|p| p.borrow_mut().buffers.pop());
+    match reused {
+        Some(mut b) => {
+            if b.len() != size {
+                b.resize(size, 0);
+            }
+            b
+        }
+        None => vec![0; size],
+    }
+}
+
+/// Gives a read buffer back for the next read on this worker.
+pub fn give_back(b: Vec<u8>) {
+    POOLS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.buffers.len() < MAX_FREE_BUFFERS && !b.is_empty() {
+            p.buffers.push(b);
+        }
+    })
+}
+
+/// Lends an empty write buffer (a head being written), with the capacity an earlier one
+/// grew to.
+pub fn scratch() -> Vec<u8> {
+    POOLS
+        .with(|p| p.borrow_mut().scratch.pop())
+        .unwrap_or_default()
+}
+
+/// Gives a write buffer back, emptied.
+pub fn give_back_scratch(mut b: Vec<u8>) {
+    b.clear();
+    POOLS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.scratch.len() < MAX_FREE_BUFFERS && b.capacity() > 0 {
+            p.scratch.push(b);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn lifo_liveness_and_expiry() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let a = TcpStream::connect(addr).await.expect("a");
+        let (mut sa, _) = l.accept().await.expect("accept a");
+        let b = TcpStream::connect(addr).await.expect("b");
+        let (_sb, _) = l.accept().await.expect("accept b");
+        let long = Duration::from_secs(60);
+        let a_local = a.local_addr().expect("a");
+        let b_local = b.local_addr().expect("b");
+        put(addr, Color::Blue, a, long);
+        put(addr, Color::Blue, b, long);
+        assert_eq!(
+            take(addr, Color::Green, long).map(|_| ()),
+            None,
+            "per color"
+        );
+        let got = take(addr, Color::Blue, long).expect("b is live");
+        assert_eq!(got.local_addr().expect("b"), b_local, "last in, first out");
+        put(addr, Color::Blue, got, long);
+        // The backend writes on (or closes) a pooled connection: it is not reused.
+        sa.write_all(b"unexpected").await.expect("write");
+        drop(sa);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let got = take(addr, Color::Blue, long).expect("b");
+        assert_ne!(got.local_addr().expect("b"), a_local);
+        // a (closed by its peer) is found dead and dropped.
+        let _ = a_local;
+        assert!(take(addr, Color::Blue, long).is_none());
+        put(addr, Color::Blue, got, Duration::ZERO);
+        assert!(take(addr, Color::Blue, Duration::ZERO).is_none(), "expired");
+        assert_eq!(idle_count(), 0);
+    }
+
+    #[test]
+    fn buffers_are_reused() {
+        let b = buffer(100);
+        assert_eq!(b.len(), 100);
+        let p = b.as_ptr();
+        give_back(b);
+        let again = buffer(100);
+        assert_eq!((again.as_ptr(), again.len()), (p, 100));
+        let mut w = scratch();
+        w.extend_from_slice(b"head");
+        let (wp, cap) = (w.as_ptr(), w.capacity());
+        give_back_scratch(w);
+        let w = scratch();
+        assert_eq!((w.as_ptr(), w.capacity(), w.len()), (wp, cap, 0));
+    }
+}

@@ -1,0 +1,481 @@
+//! A backend's response head: parsed with httparse, its framing decided (RFC 9112 §6.3), and
+//! rewritten for the client with the route's response headers, the connection's own
+//! `Connection` field and, when the response is compressed here, gzip's fields.
+//!
+//! Pure: bytes in, a [`Response`] view or a [`BadResponse`] out (the client gets a 502), and
+//! a writer into a reused buffer. Whether to gzip is request.rs's decision; the body bytes
+//! are framing.rs's and mod.rs's.
+
+use super::field::Field;
+use super::framing::Framing;
+use super::head::{parse_length, Fields};
+use crate::config::HeaderRule;
+use crate::edge::trim_ows;
+
+/// Why a backend's head cannot be passed on: the client gets a 502.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    #[error("the backend's response head is malformed")]
+    Malformed,
+    #[error("the backend's response head is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the backend sent conflicting Content-Length values")]
+    Length,
+    #[error("the backend switched protocols without being asked")]
+    UnaskedUpgrade,
+}
+
+#[derive(Debug)]
+pub struct Response<'b, 'h> {
+    pub status: u16,
+    pub reason: &'b str,
+    pub minor: u8,
+    pub head_len: usize,
+    pub framing: Framing,
+    pub headers: &'h [httparse::Header<'b>],
+    /// The backend closes after this response (or never said it keeps the connection).
+    pub close: bool,
+    /// `Connection` names other fields (hop-by-hop ones to drop): rare, so the per-field
+    /// check only runs then.
+    names_fields: bool,
+}
+
+impl Response<'_, '_> {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// Parses the response head at the start of `buf`; `Ok(None)` while incomplete. `head` is
+/// whether the request was HEAD, `upgrade` whether it asked to switch protocols.
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut Fields<'b>,
+    head: bool,
+    upgrade: bool,
+) -> Result<Option<Response<'b, 'h>>, BadResponse> {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers[..],
+    );
+    let head_len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(BadResponse::TooLarge(MAX_HEAD))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse::Malformed),
+    };
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(BadResponse::Malformed);
+    };
+    if !(100..=999).contains(&status) {
+        return Err(BadResponse::Malformed);
+    }
+    if status == 101 && !upgrade {
+        return Err(BadResponse::UnaskedUpgrade);
+    }
+    let headers: &'h [httparse::Header<'b>] = resp.headers;
+    let mut r = Response {
+        status,
+        reason: resp.reason.unwrap_or(""),
+        minor,
+        head_len,
+        framing: Framing::Empty,
+        headers,
+        close: minor == 0,
+        names_fields: false,
+    };
+    // One pass: connection options, and the framing fields for framing().
+    let mut te = None;
+    let mut len = Ok(None);
+    for h in r.headers {
+        let f = Field::of(h.name);
+        if f == Field::TransferEncoding {
+            te = Some(h.value);
+        } else if f == Field::ContentLength {
+            len = match (len, parse_length(h.value)) {
+                (Ok(None), Some(n)) => Ok(Some(n)),
+                (Ok(Some(l)), Some(n)) if l == n => Ok(Some(n)),
+                _ => Err(BadResponse::Length),
+            };
+        } else if f == Field::Connection {
+            for o in h.value.split(|&c| c == b',').map(trim_ows) {
+                if o.eq_ignore_ascii_case(b"close") {
+                    r.close = true;
+                } else if o.eq_ignore_ascii_case(b"keep-alive") {
+                    if minor == 0 {
+                        r.close = false;
+                    }
+                } else if !o.is_empty() && !o.eq_ignore_ascii_case(b"upgrade") {
+                    r.names_fields = true;
+                }
+            }
+        }
+    }
+    r.framing = framing(&r, head, te, len)?;
+    Ok(Some(r))
+}
+
+/// The largest response head accepted from a backend.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// RFC 9112 §6.3 for responses: no body for HEAD, 1xx, 204, 304; chunked when it is the last
+/// coding; any other coding, or no length at all, runs until the backend closes.
+fn framing(
+    r: &Response<'_, '_>,
+    head: bool,
+    te: Option<&[u8]>,
+    len: Result<Option<u64>, BadResponse>,
+) -> Result<Framing, BadResponse> {
+    if head || r.status < 200 || r.status == 204 || r.status == 304 {
+        return Ok(Framing::Empty);
+    }
+    if let Some(te) = te {
+        let last = te
+            .rsplit(|&c| c == b',')
+            .next()
+            .map(trim_ows)
+            .unwrap_or(b"");
+        return Ok(if last.eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        });
+    }
+    Ok(match len? {
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// How the body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    /// The backend's bytes as they are (its framing is the client's).
+    Pass,
+    /// Chunked from the backend to an HTTP/1.0 client: the payload only, then close.
+    Dechunk,
+    /// Compressed here: chunked to an HTTP/1.1 client, close-delimited to HTTP/1.0.
+    Gzip { chunked: bool },
+}
+
+/// What the client head says beyond the backend's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide<'a> {
+    pub rules: &'a [HeaderRule],
+    /// HTTP/1.0 client (no chunked framing towards it).
+    pub http10: bool,
+    /// This connection ends after the response.
+    pub close: bool,
+    /// Compress the body (request.rs decided: route, client, response type).
+    pub gzip: bool,
+}
+
+/// How the body of `r` goes to the client: compressed when `gzip` (and there is a body),
+/// de-chunked for an HTTP/1.0 client, else as it comes.
+pub fn mode(r: &Response<'_, '_>, gzip: bool, http10: bool) -> Out {
+    match (gzip && r.framing != Framing::Empty, r.framing) {
+        (true, _) => Out::Gzip { chunked: !http10 },
+        (false, Framing::Chunked) if http10 => Out::Dechunk,
+        _ => Out::Pass,
+    }
+}
+
+/// Writes the client's head into `out` (cleared first) and returns how the body goes.
+pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u8>) -> Out {
+    let mode = mode(r, side.gzip, side.http10);
+    let gzip = matches!(mode, Out::Gzip { .. });
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, r.status);
+    out.push(b' ');
+    out.extend_from_slice(r.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let upgrade = r.status == 101;
+    for h in r.headers {
+        let n = h.name;
+        let f = Field::of(n);
+        let skip = match f {
+            Field::Upgrade => !upgrade,
+            Field::TransferEncoding => mode != Out::Pass,
+            Field::ContentLength => mode != Out::Pass || r.framing == Framing::Chunked,
+            Field::Vary => gzip,
+            _ => f.is_hop_by_hop(),
+        };
+        if skip
+            || named_in_connection(r, n)
+            || side
+                .rules
+                .iter()
+                .any(|rule| rule.name.as_str().eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        push_line(out, n.as_bytes(), h.value);
+    }
+    if gzip {
+        // One Vary: the backend's values, then Accept-Encoding.
+        out.extend_from_slice(b"Vary: ");
+        for v in r.headers_named("vary") {
+            out.extend_from_slice(trim_ows(v));
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(b"Accept-Encoding\r\n");
+    }
+    for rule in side.rules {
+        push_line(out, &rule.wire_name, rule.value.as_bytes());
+    }
+    if let Out::Gzip { chunked } = mode {
+        out.extend_from_slice(b"Content-Encoding: gzip\r\n");
+        if chunked {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+    }
+    out.extend_from_slice(match (upgrade, side.close, side.http10) {
+        (true, _, _) => b"Connection: upgrade\r\n",
+        (false, true, _) => b"Connection: close\r\n",
+        (false, false, true) => b"Connection: keep-alive\r\n",
+        (false, false, false) => b"",
+    });
+    out.extend_from_slice(b"\r\n");
+    mode
+}
+
+/// Whether the client connection must end after this response for its framing's sake.
+pub fn ends_connection(r: &Response<'_, '_>, mode: Out) -> bool {
+    match mode {
+        Out::Pass => r.framing == Framing::Close,
+        Out::Dechunk => true,
+        Out::Gzip { chunked } => !chunked,
+    }
+}
+
+fn named_in_connection(r: &Response<'_, '_>, name: &str) -> bool {
+    r.names_fields
+        && r.headers_named("connection")
+            .flat_map(|v| v.split(|&c| c == b','))
+            .any(|o| trim_ows(o).eq_ignore_ascii_case(name.as_bytes()))
+}
+
+fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_status(out: &mut Vec<u8>, s: u16) {
+    out.extend_from_slice(&[
+        b'0' + (s / 100 % 10) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]);
+}
+
+/// switchyard's own answer (refusals, 404, 502): a short text body, the given response
+/// headers, and `Connection: close` when the connection ends.
+pub fn write_own(out: &mut Vec<u8>, status: u16, body: &str, rules: &[HeaderRule], close: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, status);
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for rule in rules {
+        push_line(out, &rule.wire_name, rule.value.as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing_of(raw: &[u8], head: bool) -> Result<Option<Framing>, BadResponse> {
+        let mut h = super::super::head::fields();
+        parse(raw, &mut h, head, false).map(|r| r.map(|r| r.framing))
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |raw: &[u8]| framing_of(raw, false);
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Some(Framing::Length(5)))
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Some(Framing::Length(5)))
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\n"),
+            Err(BadResponse::Length)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
+            Err(BadResponse::Length)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n"),
+            Ok(Some(Framing::Chunked))
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Ok(Some(Framing::Close))
+        );
+        assert_eq!(f(b"HTTP/1.1 200 OK\r\n\r\n"), Ok(Some(Framing::Close)));
+        assert_eq!(
+            f(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Some(Framing::Empty))
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(Some(Framing::Empty))
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            Ok(Some(Framing::Empty))
+        );
+        assert_eq!(
+            framing_of(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            Ok(Some(Framing::Empty))
+        );
+        assert_eq!(f(b"HTTP/1.1 200 OK\r\nContent-Le"), Ok(None));
+        assert_eq!(
+            f(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+            Err(BadResponse::Malformed)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nBad Header Line\r\n\r\n"),
+            Err(BadResponse::Malformed)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            Err(BadResponse::UnaskedUpgrade)
+        );
+    }
+
+    fn rule(name: &str, value: &str) -> HeaderRule {
+        HeaderRule {
+            name: http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).expect("name"),
+            wire_name: bytes::Bytes::from(name.to_string()),
+            value: http::HeaderValue::from_str(value).expect("value"),
+        }
+    }
+
+    fn client_head(raw: &[u8], side: ClientSide<'_>) -> (String, Out) {
+        let mut h = super::super::head::fields();
+        let r = parse(raw, &mut h, false, true)
+            .expect("valid")
+            .expect("complete");
+        let mut out = Vec::new();
+        let mode = write_client(&r, &side, &mut out);
+        (String::from_utf8_lossy(&out).into_owned(), mode)
+    }
+
+    #[test]
+    fn client_head_gets_rules_and_loses_hop_by_hop() {
+        let rules = [rule("X-Frame-Options", "DENY")];
+        let side = ClientSide {
+            rules: &rules,
+            http10: false,
+            close: true,
+            gzip: false,
+        };
+        let (h, mode) = client_head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nx-frame-options: SAMEORIGIN\r\nContent-Length: 2\r\n\r\n",
+            side,
+        );
+        assert_eq!(mode, Out::Pass);
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Frame-Options: DENY\r\nConnection: close\r\n\r\n");
+    }
+
+    #[test]
+    fn gzip_replaces_the_length_and_merges_vary() {
+        let side = ClientSide {
+            rules: &[],
+            http10: false,
+            close: false,
+            gzip: true,
+        };
+        let (h, mode) = client_head(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nVary: Origin\r\nContent-Length: 2000\r\n\r\n",
+            side,
+        );
+        assert_eq!(mode, Out::Gzip { chunked: true });
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nVary: Origin, Accept-Encoding\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let side = ClientSide {
+            rules: &[],
+            http10: true,
+            close: true,
+            gzip: false,
+        };
+        let (h, mode) = client_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            side,
+        );
+        assert_eq!(mode, Out::Dechunk);
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+    }
+
+    #[test]
+    fn upgrades_keep_their_fields() {
+        let side = ClientSide {
+            rules: &[],
+            http10: false,
+            close: false,
+            gzip: false,
+        };
+        let (h, _) = client_head(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n",
+            side,
+        );
+        assert_eq!(h, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\nConnection: upgrade\r\n\r\n");
+    }
+
+    #[test]
+    fn own_answers_carry_the_rules() {
+        let mut out = Vec::new();
+        write_own(&mut out, 502, "switchyard: x\n", &[rule("a", "b")], true);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 14\r\na: b\r\nConnection: close\r\n\r\nswitchyard: x\n"
+        );
+    }
+}
