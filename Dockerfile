@@ -56,7 +56,7 @@ COPY target/container/switchyard /usr/local/bin/switchyard
 
 FROM rust:1-bookworm AS builder
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cmake \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cmake protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

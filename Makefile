@@ -1,5 +1,5 @@
 # The newcomer's entry points. Each installs what a fresh machine lacks first.
-.PHONY: deps demo test check check-container bench bench-quick
+.PHONY: deps demo fleet-demo test check check-container bench bench-quick
 
 deps:
 	@scripts/install-deps.sh
@@ -7,6 +7,11 @@ deps:
 ## Run the zero-setup demo: two demo apps and the proxy in front of them.
 demo: deps
 	cargo run --release -- demo
+
+## The fleet tour: a local 3-member etcd, the demo apps and three instances switching as one.
+fleet-demo: deps
+	cargo build --release
+	scripts/fleet-demo.sh
 
 ## Run every test (unit and end-to-end against real backends and the real binary).
 test: deps

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test switchyard:
 #   cmake              pingora's zlib-ng build needs it
+#   protoc             etcd-client compiles etcd's protobuf API at build time (fleet mode)
+#   etcd               the fleet tests start their own etcd cluster on loopback (never the
+#                      system service, which this script disables if the package started it)
 #   chromium           the status page's browser test (tests/status_page.rs) drives headless
 #   chromium-driver    Chromium through chromedriver
 # Safe to run again: it does nothing when everything is there, and runs apt-get update once.
@@ -36,6 +39,24 @@ if ! have cmake; then
   fi
 fi
 have cmake || { echo "install-deps: cmake still missing after install" >&2; exit 1; }
+
+missing=()
+have protoc || missing+=(protobuf-compiler)
+have etcd || missing+=(etcd-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]} (fleet mode: etcd client build and tests)" >&2
+  if ! have apt-get; then
+    echo "install-deps: no apt-get; install protoc (protobuf-compiler) and etcd by hand" >&2
+    exit 1
+  fi
+  apt_install "${missing[@]}"
+  # The tests run their own cluster; a system etcd on 2379 would only get in the way.
+  if have systemctl && systemctl is-active --quiet etcd 2>/dev/null; then
+    $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
+fi
+have protoc || { echo "install-deps: protoc still missing after install" >&2; exit 1; }
+have etcd || { echo "install-deps: etcd still missing after install" >&2; exit 1; }
 
 # The status page is tested in a real browser (tests/status_page.rs drives headless Chromium).
 if ! have chromium || ! have chromedriver; then

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::controller::{Controller, StopKind};
+use crate::fleet;
 use crate::routing::{Color, Health};
 
 /// The longest command line accepted, newline excluded.
@@ -32,6 +33,7 @@ pub enum Command {
     Rollback,
     Abort,
     Health,
+    Members,
     Help,
     ReloadTls,
 }
@@ -43,6 +45,7 @@ pub const HELP: &[&str] = &[
     "rollback               back to the previous color at once",
     "abort                  stop the switch in progress and return to where it started",
     "health                 one line per server: color, address, healthy or not, last result",
+    "members                fleet mode: one line per member: color served, epoch applied, health, last seen",
     "reload-tls             re-read [listen] cert and key; new handshakes get the new pair",
     "help                   this list",
 ];
@@ -66,6 +69,7 @@ impl Command {
             "rollback" => no_args(Command::Rollback),
             "abort" => no_args(Command::Abort),
             "health" => no_args(Command::Health),
+            "members" => no_args(Command::Members),
             "help" => no_args(Command::Help),
             "reload-tls" => no_args(Command::ReloadTls),
             "switch" => match args.as_slice() {
@@ -155,6 +159,12 @@ fn status_lines(app: &App) -> Vec<String> {
         lines.push("process: shutting down or handing over; switches are refused".into());
     }
     let active = app.router.active();
+    if let Some(f) = &app.fleet {
+        lines.push(fleet::status_line(f));
+        if let Some(line) = fleet::switch_line(f) {
+            lines.push(line);
+        }
+    }
     let phase = match app.controller.current() {
         Some(s) => {
             let left = s
@@ -173,7 +183,12 @@ fn status_lines(app: &App) -> Vec<String> {
             ));
             s.phase.as_str()
         }
-        None => "idle",
+        None => app
+            .fleet
+            .as_ref()
+            .and_then(|f| f.view().decision)
+            .map(|d| d.decision.phase.as_str())
+            .unwrap_or("idle"),
     };
     lines.push(format!("ok active={active} phase={phase}"));
     lines
@@ -242,12 +257,23 @@ pub async fn apply(app: &Arc<App>, cmd: Command, out: &mpsc::UnboundedSender<Str
                 }
             }
         },
+        Command::Members => match &app.fleet {
+            None => send("error: not in fleet mode: the config has no [fleet] section".into()),
+            Some(f) => {
+                fleet::member_lines(f).into_iter().for_each(send);
+                send("ok".into());
+            }
+        },
         Command::Abort | Command::Rollback => {
             let kind = if cmd == Command::Abort {
                 StopKind::Abort
             } else {
                 StopKind::Rollback
             };
+            if let Some(f) = &app.fleet {
+                send(fleet::switch::stop(app, f, kind).await);
+                return;
+            }
             match app.controller.interrupt(kind) {
                 Some(reply) => send(reply.await.unwrap_or_else(|_| {
                     "error: the switch ended before it could be stopped".into()
@@ -395,6 +421,8 @@ mod tests {
         assert!(Command::parse("").unwrap_err().contains("empty"));
         assert!(Command::parse("status now").is_err());
         assert_eq!(Command::parse("reload-tls"), Ok(Command::ReloadTls));
+        assert_eq!(Command::parse("members"), Ok(Command::Members));
+        assert!(Command::parse("members all").is_err());
         assert!(Command::parse("reload-tls now").is_err());
         assert!(Command::parse("reboot")
             .unwrap_err()

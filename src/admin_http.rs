@@ -1,6 +1,7 @@
 //! The HTTP listener on `[admin] metrics`: `/metrics` for Prometheus, the read-only status
-//! page (`/`), its state for scripts (`/status.json`) and its live feed (`/events`,
-//! Server-Sent Events). Which path is what is decided by [`route`] alone.
+//! page (`/`), its state for scripts (`/status.json`), its live feed (`/events`,
+//! Server-Sent Events), and for load balancers `/live` and `/ready` (what "ready" means is
+//! app.rs's decision). Which path is what is decided by [`route`] alone.
 //!
 //! Why a pingora [`HttpServerApp`] and not pingora's one-response `ServeHttp` or a hyper server
 //! of our own: an event stream needs to write the response body chunk by chunk for as long as
@@ -51,6 +52,8 @@ pub enum Route {
     Page,
     StatusJson,
     Events,
+    Live,
+    Ready,
     NotFound,
     MethodNotAllowed,
 }
@@ -62,6 +65,8 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/" | "/index.html" => Route::Page,
         "/status.json" => Route::StatusJson,
         "/events" => Route::Events,
+        "/live" => Route::Live,
+        "/ready" => Route::Ready,
         _ => return Route::NotFound,
     };
     let head_ok = r != Route::Events;
@@ -169,6 +174,16 @@ impl AdminHttp {
                 Snapshot::of(&self.app).to_json().into_bytes(),
                 &[],
             ),
+            Route::Live => (200, "text/plain; charset=utf-8", b"live\n".to_vec(), &[]),
+            Route::Ready => match self.app.readiness() {
+                Ok(()) => (200, "text/plain; charset=utf-8", b"ready\n".to_vec(), &[]),
+                Err(why) => (
+                    503,
+                    "text/plain; charset=utf-8",
+                    format!("not ready: {why}\n").into_bytes(),
+                    &[],
+                ),
+            },
             Route::MethodNotAllowed => (
                 405,
                 "text/plain; charset=utf-8",
@@ -178,7 +193,8 @@ impl AdminHttp {
             Route::NotFound | Route::Events => (
                 404,
                 "text/plain; charset=utf-8",
-                b"not found: /metrics, / (status page), /status.json, /events\n".to_vec(),
+                b"not found: /metrics, / (status page), /status.json, /events, /live, /ready\n"
+                    .to_vec(),
                 &[],
             ),
         }
@@ -318,6 +334,8 @@ mod tests {
         assert_eq!(route(&Method::HEAD, "/"), Route::Page);
         assert_eq!(route(&get, "/status.json"), Route::StatusJson);
         assert_eq!(route(&get, "/events"), Route::Events);
+        assert_eq!(route(&get, "/ready"), Route::Ready);
+        assert_eq!(route(&Method::HEAD, "/live"), Route::Live);
         assert_eq!(route(&Method::HEAD, "/events"), Route::MethodNotAllowed);
         assert_eq!(route(&Method::POST, "/"), Route::MethodNotAllowed);
         assert_eq!(route(&get, "/switch"), Route::NotFound);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::drain::Tracker;
+use crate::fleet::Fleet;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::routing::{Color, Router};
@@ -24,15 +25,24 @@ pub struct App {
     pub history: History,
     /// The HTTPS certificate, when `[listen] https` is set; `reload-tls` swaps it.
     pub tls: Option<Arc<CertResolver>>,
+    /// Fleet mode (`[fleet]`): the fleet's view; `None` for one instance on its state file.
+    pub fleet: Option<Arc<Fleet>>,
     /// Set once this process is going away (SIGTERM, or SIGQUIT for a binary upgrade).
     leaving: AtomicBool,
 }
 
 impl App {
-    pub fn new(cfg: Config, active: Color) -> Arc<App> {
+    /// `epoch`: the fleet epoch the state file kept with `active` (fleet mode).
+    pub fn new(cfg: Config, active: Color, epoch: Option<u64>) -> Arc<App> {
         let metrics = Arc::new(Metrics::new());
         metrics.set_active(active);
+        let fleet = cfg.fleet.clone().map(|f| {
+            metrics.enable_fleet();
+            metrics.fleet_epoch(epoch.unwrap_or(0));
+            Arc::new(Fleet::new(f, epoch.unwrap_or(0)))
+        });
         Arc::new(App {
+            fleet,
             router: Router::new(&cfg, active, &metrics),
             tracker: Tracker::new(metrics.clone()),
             controller: Controller::default(),
@@ -58,5 +68,41 @@ impl App {
 
     pub fn set_leaving(&self) {
         self.leaving.store(true, Ordering::Relaxed);
+    }
+
+    /// `GET /ready`: `Err(why)` while this instance should get no new traffic.
+    pub fn readiness(&self) -> Result<(), String> {
+        readiness(
+            self.leaving(),
+            self.fleet.as_ref().map(|f| f.view().confirmed),
+        )
+    }
+}
+
+/// Ready while the process serves and, in fleet mode, once it has confirmed the fleet's
+/// color from etcd. A member that loses etcd later stays ready: it keeps serving the last
+/// color, and taking every member out of the balancer at once would be the outage.
+pub fn readiness(leaving: bool, fleet_confirmed: Option<bool>) -> Result<(), String> {
+    if leaving {
+        return Err("shutting down or handing over to a new process".into());
+    }
+    if fleet_confirmed == Some(false) {
+        return Err("fleet color not confirmed from etcd yet".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_unless_leaving_or_unconfirmed() {
+        assert!(readiness(false, None).is_ok());
+        assert!(readiness(false, Some(true)).is_ok());
+        assert!(readiness(true, None).unwrap_err().contains("shutting down"));
+        assert!(readiness(false, Some(false))
+            .unwrap_err()
+            .contains("not confirmed"));
     }
 }

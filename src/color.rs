@@ -6,7 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A deployment: one of the two copies of the application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Color {
     Blue,
     Green,

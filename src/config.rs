@@ -136,8 +136,29 @@ struct RawConfig {
     access_log: RawAccessLog,
     #[serde(default)]
     headers: RawHeaders,
+    fleet: Option<Spanned<RawFleet>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+}
+
+fn default_lease_ttl() -> Spanned<Dur> {
+    Spanned::new(0..0, dur(5))
+}
+fn default_min_members() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+
+/// `[fleet]`: several instances switch as one through etcd (src/fleet/).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    etcd: Spanned<Vec<Spanned<String>>>,
+    name: Spanned<String>,
+    member: Option<Spanned<String>>,
+    #[serde(default = "default_lease_ttl")]
+    lease_ttl: Spanned<Dur>,
+    #[serde(default = "default_min_members")]
+    min_members: Spanned<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,7 +458,23 @@ pub struct Config {
     pub preview: Option<PreviewConfig>,
     pub hooks: HooksConfig,
     pub limits: LimitsConfig,
+    /// `[fleet]`: `None` is one instance on its state file (the default).
+    pub fleet: Option<FleetConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[fleet]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// etcd client URLs (`http://HOST:PORT`).
+    pub etcd: Vec<String>,
+    /// Key prefix: every instance with this name is one fleet.
+    pub name: String,
+    /// This instance's id in the fleet.
+    pub member: String,
+    /// Whole seconds: etcd leases count in seconds.
+    pub lease_ttl: Duration,
+    pub min_members: usize,
 }
 
 /// `[limits]`: the refusals of the front door (docs/refusals.md lists status codes).
@@ -761,6 +798,10 @@ fn validate(
     };
 
     let limits = limits(&raw.limits, at)?;
+    let fleet = match &raw.fleet {
+        Some(f) => Some(fleet_config(f, at)?),
+        None => None,
+    };
 
     if raw.route.is_empty() {
         return Err(at(
@@ -886,7 +927,127 @@ fn validate(
         preview,
         hooks,
         limits,
+        fleet,
         routes,
+    })
+}
+
+/// A fleet name or member id: it goes into etcd keys and admin lines, so no `/`, no spaces.
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// This machine's host name, the default member id.
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // fails.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    Some(name)
+}
+
+/// `http://HOST:PORT`: the form etcd prints and etcd-client dials.
+fn etcd_url(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a URL like \"http://127.0.0.1:2379\""))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+            "\"{s}\": TLS to etcd is not supported yet; reach etcd over http on a trusted network"
+        ))
+        }
+        _ => {
+            return Err(format!(
+                "\"{s}\" needs http:// in front, like \"http://127.0.0.1:2379\""
+            ))
+        }
+    }
+    if uri.port_u16().is_none() {
+        return Err(format!(
+            "\"{s}\" has no port: etcd clients use 2379, like \"http://127.0.0.1:2379\""
+        ));
+    }
+    if uri.path() != "/" || uri.query().is_some() {
+        return Err(format!("\"{s}\": give only http://HOST:PORT, no path"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// `[fleet]`: etcd URLs, names usable in keys, a lease etcd can grant.
+fn fleet_config(
+    raw: &Spanned<RawFleet>,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<FleetConfig, ConfigError> {
+    let section = raw.span();
+    let raw = raw.get_ref();
+    if raw.etcd.get_ref().is_empty() {
+        return Err(at(
+            raw.etcd.span(),
+            "[fleet] etcd needs at least one URL, like [\"http://127.0.0.1:2379\"]".into(),
+        ));
+    }
+    let mut etcd = Vec::new();
+    for u in raw.etcd.get_ref() {
+        etcd.push(
+            etcd_url(u.get_ref().trim()).map_err(|m| at(u.span(), format!("[fleet] etcd: {m}")))?,
+        );
+    }
+    let id_rule = "letters, digits, '-', '_' or '.' (at most 128)";
+    let name = raw.name.get_ref().trim().to_string();
+    if !valid_id(&name) {
+        return Err(at(
+            raw.name.span(),
+            format!("[fleet] name \"{name}\" must be {id_rule}: it is the etcd key prefix"),
+        ));
+    }
+    let member = match &raw.member {
+        Some(m) => {
+            let id = m.get_ref().trim().to_string();
+            if !valid_id(&id) {
+                return Err(at(m.span(), format!("[fleet] member \"{id}\" must be {id_rule}")));
+            }
+            id
+        }
+        None => match host_name().filter(|h| valid_id(h)) {
+            Some(h) => h,
+            None => {
+                return Err(at(
+                    section,
+                    format!("[fleet] member is not set and the host name cannot serve as one ({id_rule}); set member = \"...\""),
+                ))
+            }
+        },
+    };
+    let ttl = raw.lease_ttl.get_ref().0;
+    if ttl < Duration::from_secs(2) || ttl > Duration::from_secs(300) || ttl.subsec_nanos() != 0 {
+        return Err(at(
+            raw.lease_ttl.span(),
+            "[fleet] lease_ttl must be whole seconds between \"2s\" and \"5m\" (etcd leases count seconds and refuse shorter ones)".into(),
+        ));
+    }
+    let min_members = *raw.min_members.get_ref();
+    if min_members == 0 {
+        return Err(at(
+            raw.min_members.span(),
+            "[fleet] min_members must be at least 1".into(),
+        ));
+    }
+    Ok(FleetConfig {
+        etcd,
+        name,
+        member,
+        lease_ttl: ttl,
+        min_members,
     })
 }
 
@@ -1109,6 +1270,71 @@ green = ["127.0.0.1:3002"]
         assert_eq!(c.preview.as_ref().map(|p| p.allow.len()), Some(1));
         assert_eq!(c.hooks.post_commit, None);
         assert!(c.hooks.pre_switch.is_some());
+        let f = c.fleet.expect("[fleet]");
+        assert_eq!(f.etcd, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!((f.name.as_str(), f.member.as_str()), ("fx-prod", "edge-1"));
+        assert_eq!(f.lease_ttl, Duration::from_secs(5));
+        assert_eq!(f.min_members, 2);
+    }
+
+    #[test]
+    fn fleet_is_optional_defaulted_and_validated() {
+        assert!(Config::parse(Path::new("t.toml"), MIN)
+            .expect("min")
+            .fleet
+            .is_none());
+        let fleet = |body: &str| format!("{MIN}\n[fleet]\n{body}\n");
+        let ok =
+            fleet("etcd = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379/\"]\nname = \"fx\"");
+        let f = Config::parse(Path::new("t.toml"), &ok)
+            .expect("fleet")
+            .fleet
+            .expect("fleet");
+        assert_eq!(f.etcd[1], "http://10.0.0.2:2379");
+        assert_eq!(f.lease_ttl, Duration::from_secs(5));
+        assert_eq!(f.min_members, 1);
+        assert!(valid_id(&f.member), "host name default: {}", f.member);
+
+        let e = err(&fleet("etcd = []\nname = \"fx\""));
+        assert!(
+            e.starts_with("t.toml:12:8: [fleet] etcd needs at least one"),
+            "{e}"
+        );
+        let e = err(&fleet("etcd = [\"127.0.0.1:2379\"]\nname = \"fx\""));
+        assert!(
+            e.starts_with("t.toml:12:9: [fleet] etcd:") && e.contains("http://"),
+            "{e}"
+        );
+        let e = err(&fleet("etcd = [\"https://e:2379\"]\nname = \"fx\""));
+        assert!(e.contains("TLS to etcd"), "{e}");
+        let e = err(&fleet("etcd = [\"http://e\"]\nname = \"fx\""));
+        assert!(e.contains("has no port"), "{e}");
+        let e = err(&fleet("etcd = [\"http://e:1\"]\nname = \"fx/prod\""));
+        assert!(
+            e.starts_with("t.toml:13:8: [fleet] name \"fx/prod\""),
+            "{e}"
+        );
+        let e = err(&fleet(
+            "etcd = [\"http://e:1\"]\nname = \"fx\"\nmember = \"edge 1\"",
+        ));
+        assert!(e.starts_with("t.toml:14:10: [fleet] member"), "{e}");
+        let e = err(&fleet(
+            "etcd = [\"http://e:1\"]\nname = \"fx\"\nlease_ttl = \"500ms\"",
+        ));
+        assert!(
+            e.starts_with("t.toml:14:13: [fleet] lease_ttl must be whole seconds"),
+            "{e}"
+        );
+        let e = err(&fleet(
+            "etcd = [\"http://e:1\"]\nname = \"fx\"\nmin_members = 0",
+        ));
+        assert!(e.starts_with("t.toml:14:15: [fleet] min_members"), "{e}");
+        let e = err(&fleet("etcd = [\"http://e:1\"]"));
+        assert!(e.contains("missing field `name`"), "{e}");
+        let e = err(&fleet(
+            "etcd = [\"http://e:1\"]\nname = \"fx\"\nttl = \"5s\"",
+        ));
+        assert!(e.contains("unknown field `ttl`"), "{e}");
     }
 
     #[test]

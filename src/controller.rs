@@ -42,7 +42,7 @@ pub use crate::switch_state::{Controller, DrainInfo, StopKind, SwitchInfo};
 use crate::switch_state::{Running, Stop};
 
 /// A new switch's record, before its gate.
-fn switch_info(app: &App, from: Color, to: Color, force: bool) -> SwitchInfo {
+pub(crate) fn switch_info(app: &App, from: Color, to: Color, force: bool) -> SwitchInfo {
     let rules = &app.cfg.switch.rules;
     SwitchInfo {
         from,
@@ -63,8 +63,12 @@ fn switch_info(app: &App, from: Color, to: Color, force: bool) -> SwitchInfo {
 }
 
 impl Controller {
-    /// Starts `switch <to> [force]`; the returned lines end with the switch's outcome.
+    /// Starts `switch <to> [force]`; the returned lines end with the switch's outcome. In
+    /// fleet mode the switch acts on the whole fleet (fleet/switch.rs).
     pub fn switch(app: &Arc<App>, to: Color, force: bool) -> Result<Lines, String> {
+        if let Some(fleet) = &app.fleet {
+            return crate::fleet::switch::start(app, fleet, to, force);
+        }
         let (client, rx) = mpsc::unbounded_channel();
         let from = app.router.active();
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
@@ -272,21 +276,9 @@ impl Driver {
         if let Some(last) = self.gate().await {
             return last;
         }
-        if let Some(cmd) = self.app.cfg.hooks.pre_switch.clone() {
-            let reason = if self.force {
-                "switch (forced)"
-            } else {
-                "switch"
-            };
-            let hook = hooks::run(
-                "pre_switch",
-                &cmd,
-                self.from,
-                self.to,
-                reason,
-                self.app.cfg.hooks.timeout,
-                &self.out,
-            );
+        if self.app.cfg.hooks.pre_switch.is_some() {
+            let app = self.app.clone();
+            let hook = hooks::pre_switch(&app.cfg.hooks, self.from, self.to, self.force, &self.out);
             tokio::select! {
                 r = hook => if let Err(e) = r {
                     self.go(Event::Refuse);
@@ -558,7 +550,7 @@ impl Driver {
 
 /// After a switch away from `color`: at `deadline`, unless `color` is live again by then (a
 /// rollback), its WebSockets are handed over so clients reconnect to the live color.
-fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
+pub(crate) fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
     tokio::spawn(async move {
         tokio::time::sleep(after).await;
         if app.router.active() == color {

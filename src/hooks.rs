@@ -13,6 +13,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::color::Color;
+use crate::config::HooksConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HookError {
@@ -22,6 +23,21 @@ pub enum HookError {
     Failed { name: String, status: String },
     #[error("hook {name} did not finish within {timeout:?} and was killed")]
     Timeout { name: String, timeout: Duration },
+}
+
+/// The `pre_switch` hook, when configured (`Ok` when not): a non-zero exit refuses the switch.
+pub async fn pre_switch(
+    cfg: &HooksConfig,
+    from: Color,
+    to: Color,
+    force: bool,
+    lines: &mpsc::UnboundedSender<String>,
+) -> Result<(), HookError> {
+    let Some(cmd) = &cfg.pre_switch else {
+        return Ok(());
+    };
+    let reason = if force { "switch (forced)" } else { "switch" };
+    run("pre_switch", cmd, from, to, reason, cfg.timeout, lines).await
 }
 
 /// Runs `cmd`; every output line (stdout and stderr) is sent to `lines` as it appears.

@@ -19,6 +19,7 @@
 //! - [`hooks`]: operator commands run around a switch
 //! - [`drain`]: per-color open requests and WebSockets, and their handover
 //! - [`wsframe`]: WebSocket frame boundaries, for a clean 1012 close
+//! - [`fleet`]: fleet mode: several instances switch as one, through etcd
 //! - [`admin`]: the admin Unix socket protocol
 //! - [`state`]: the persisted active color
 //! - [`metrics`]: the Prometheus registry
@@ -41,6 +42,7 @@ pub mod drain;
 pub mod edge;
 pub mod engine;
 pub mod fault;
+pub mod fleet;
 pub mod health;
 pub mod history;
 pub mod hooks;

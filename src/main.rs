@@ -76,6 +76,10 @@ enum Cmd {
         /// Where the demo keeps its config, state and admin socket (default: a temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Start only the two demo apps, no proxy (for proxies started by hand, e.g. the
+        /// fleet demo, scripts/fleet-demo.sh).
+        #[arg(long)]
+        apps_only: bool,
     },
 }
 
@@ -136,10 +140,14 @@ fn main() -> ExitCode {
             green_port,
             metrics_port,
             dir,
+            apps_only,
         } => {
             if let Err(e) = init_logging(None) {
                 eprintln!("switchyard demo: {e}");
                 return ExitCode::FAILURE;
+            }
+            if apps_only {
+                return demo_apps(blue_port, green_port);
             }
             demo(port, blue_port, green_port, metrics_port, dir)
         }
@@ -298,6 +306,60 @@ fn free_port(port: u16) -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Starts the blue and green demo apps on a runtime of their own (pingora owns the main
+/// thread of a demo); their addresses once they listen.
+fn start_demo_apps(blue_port: u16, green_port: u16) -> std::io::Result<(SocketAddr, SocketAddr)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+            let apps = async {
+                let blue = DemoApp::start("blue", addr(blue_port)).await?;
+                let green = DemoApp::start("green", addr(green_port)).await?;
+                Ok::<_, std::io::Error>((blue, green))
+            };
+            match apps.await {
+                Ok((blue, green)) => {
+                    let _ = tx.send(Ok((blue.addr(), green.addr())));
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    rx.recv()
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("demo apps thread died: {e}"))))
+}
+
+/// `demo --apps-only`: the two apps until killed.
+fn demo_apps(blue_port: u16, green_port: u16) -> ExitCode {
+    match start_demo_apps(blue_port, green_port) {
+        Ok((blue, green)) => {
+            println!("demo apps: blue on {blue}, green on {green}; Ctrl-C stops them");
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            eprintln!("switchyard demo: cannot start the demo apps: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn demo(
     port: u16,
     blue_port: u16,
@@ -332,42 +394,9 @@ fn demo(
         return fail(&format!("cannot create {}", dir.display()), &e);
     }
 
-    // The demo apps get a runtime of their own: pingora owns the main thread from here on.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-            let apps = async {
-                let blue = DemoApp::start("blue", addr(blue_port)).await?;
-                let green = DemoApp::start("green", addr(green_port)).await?;
-                Ok::<_, std::io::Error>((blue, green))
-            };
-            match apps.await {
-                Ok((blue, green)) => {
-                    let _ = tx.send(Ok((blue.addr(), green.addr())));
-                    std::future::pending::<()>().await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
-    let (blue, green) = match rx.recv() {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => return fail("cannot start the demo apps", &e),
-        Err(e) => return fail("demo apps thread died", &e),
+    let (blue, green) = match start_demo_apps(blue_port, green_port) {
+        Ok(a) => a,
+        Err(e) => return fail("cannot start the demo apps", &e),
     };
     let socket = dir.join("admin.sock");
     let text = format!(

@@ -104,6 +104,43 @@ pub struct Metrics {
     refused: IntCounterVec,
     client_connections: IntGauge,
     color_stats: [ColorStats; 2],
+    fleet: FleetMetrics,
+}
+
+/// Fleet mode's gauges; registered only with `[fleet]` (see [`Metrics::enable_fleet`]).
+struct FleetMetrics {
+    connected: IntGauge,
+    members: IntGauge,
+    epoch: IntGauge,
+    swap: Histogram,
+}
+
+impl FleetMetrics {
+    fn new() -> FleetMetrics {
+        FleetMetrics {
+            connected: must(IntGauge::new(
+                "switchyard_fleet_connected",
+                "1 while this member is connected to etcd, 0 while detached (traffic stays).",
+            )),
+            members: must(IntGauge::new(
+                "switchyard_fleet_members",
+                "Live members of the fleet as this member sees them.",
+            )),
+            epoch: must(IntGauge::new(
+                "switchyard_fleet_epoch",
+                "The fleet decision epoch this member applied last.",
+            )),
+            swap: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchyard_fleet_swap_seconds",
+                    "Time from a fleet decision (its timestamp in etcd) to this member's routing table swap.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )),
+        }
+    }
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -232,7 +269,37 @@ impl Metrics {
             refused,
             client_connections,
             color_stats: Default::default(),
+            fleet: FleetMetrics::new(),
         }
+    }
+
+    /// Registers the fleet metrics; called once at start in fleet mode.
+    pub fn enable_fleet(&self) {
+        let f = &self.fleet;
+        for c in [
+            Box::new(f.connected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(f.members.clone()),
+            Box::new(f.epoch.clone()),
+            Box::new(f.swap.clone()),
+        ] {
+            must(self.registry.register(c));
+        }
+    }
+
+    pub fn fleet_connected(&self, yes: bool) {
+        self.fleet.connected.set(i64::from(yes));
+    }
+
+    pub fn fleet_members(&self, n: usize) {
+        self.fleet.members.set(n as i64);
+    }
+
+    pub fn fleet_epoch(&self, epoch: u64) {
+        self.fleet.epoch.set(epoch as i64);
+    }
+
+    pub fn fleet_swap_observe(&self, lag: Duration) {
+        self.fleet.swap.observe(lag.as_secs_f64());
     }
 
     /// The handles for one route; call once per route at start.

@@ -26,9 +26,10 @@ use crate::app::App;
 use crate::color::Color;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::fleet::{self, Fleet};
 use crate::health::HealthChecker;
 use crate::history;
-use crate::state::{self, StateError};
+use crate::state::{self, Saved, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -54,10 +55,12 @@ pub struct RunOptions {
 }
 
 /// The color to start on: the state file's, else `[state] initial` (then persisted, so the
-/// next start does not depend on the config's `initial` any more).
-pub fn startup_color(cfg: &Config) -> Result<Color, StartError> {
-    if let Some(c) = state::load(&cfg.state_file)? {
-        return Ok(c);
+/// next start does not depend on the config's `initial` any more). In fleet mode the state
+/// file also keeps the epoch of the fleet decision the color came from: a member restarted
+/// while etcd is down comes back on the fleet's last color.
+pub fn startup_color(cfg: &Config) -> Result<Saved, StartError> {
+    if let Some(s) = state::load_saved(&cfg.state_file)? {
+        return Ok(s);
     }
     if let Some(dir) = cfg
         .state_file
@@ -69,7 +72,10 @@ pub fn startup_color(cfg: &Config) -> Result<Color, StartError> {
     if let Err(e) = state::store(&cfg.state_file, cfg.initial) {
         tracing::warn!("{e}; switches will be refused until it can be written");
     }
-    Ok(cfg.initial)
+    Ok(Saved {
+        color: cfg.initial,
+        epoch: None,
+    })
 }
 
 fn ensure_free(what: &'static str, addr: SocketAddr) -> Result<(), StartError> {
@@ -132,8 +138,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
             (startup_color(&cfg)?, l)
         }
     };
-    tracing::info!(active = %active, "starting: {cfg}");
-    let app = App::new(cfg, active);
+    tracing::info!(active = %active.color, epoch = ?active.epoch, "starting: {cfg}");
+    let app = App::new(cfg, active.color, active.epoch);
 
     // switchyard's own HTTP/1.1 engine serves every client connection (plain, or TLS after
     // pingora's handshake): see src/engine/.
@@ -176,6 +182,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         "health",
         HealthChecker { app: app.clone() },
     ));
+    if let Some(fleet) = app.fleet.clone() {
+        server.add_service(background_service(
+            "fleet",
+            FleetService {
+                app: app.clone(),
+                fleet,
+            },
+        ));
+    }
     server.add_service(background_service("history", Sampler { app: app.clone() }));
     // pingora announces SIGQUIT/SIGTERM on this channel seconds before it stops the services
     // (an upgrade waits 5 s for the new process to take the sockets): from then on every
@@ -194,6 +209,20 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
     server.add_service(background_service("shutdown", Shutdown { app }));
     server.run(RunArgs::default());
     Ok(())
+}
+
+/// The fleet session (fleet/watch.rs) as a background service: it runs until the process
+/// exits, so a member that drains still follows the fleet.
+struct FleetService {
+    app: Arc<App>,
+    fleet: Arc<Fleet>,
+}
+
+#[async_trait]
+impl BackgroundService for FleetService {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        fleet::watch::run(self.app.clone(), self.fleet.clone()).await;
+    }
 }
 
 /// Ends the process once a graceful shutdown has nothing left open.

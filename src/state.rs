@@ -4,6 +4,11 @@
 //! directory). A missing file means "first start": the config's `initial` color is used. A
 //! file that exists but does not say `blue` or `green` is an error, never a silent fall-back:
 //! guessing the color wrong would send production traffic to the idle deployment.
+//!
+//! Format: the color on the first line; in fleet mode a second line `epoch N` records which
+//! fleet decision that color came from, so a member restarted while etcd is down comes back
+//! on the fleet's last color and knows how old it is. A file without it (one instance, or
+//! written before fleet mode) reads as before.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -35,6 +40,19 @@ pub enum StateError {
 
 /// Reads the persisted color; `Ok(None)` when there is no state file yet.
 pub fn load(path: &Path) -> Result<Option<Color>, StateError> {
+    Ok(load_saved(path)?.map(|s| s.color))
+}
+
+/// What the state file keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    pub color: Color,
+    /// The fleet decision the color came from (fleet mode only).
+    pub epoch: Option<u64>,
+}
+
+/// Reads the color and, in fleet mode, its epoch; `Ok(None)` when there is no file yet.
+pub fn load_saved(path: &Path) -> Result<Option<Saved>, StateError> {
     let text = match fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -45,19 +63,45 @@ pub fn load(path: &Path) -> Result<Option<Color>, StateError> {
             })
         }
     };
-    parse(&text).map(Some).ok_or_else(|| StateError::Corrupt {
-        path: path.to_path_buf(),
-        content: String::from_utf8_lossy(&text[..text.len().min(64)]).into_owned(),
-    })
+    parse_saved(&text)
+        .map(Some)
+        .ok_or_else(|| StateError::Corrupt {
+            path: path.to_path_buf(),
+            content: String::from_utf8_lossy(&text[..text.len().min(64)]).into_owned(),
+        })
 }
 
 /// The state file's format: the color name, optionally followed by a newline.
 pub fn parse(bytes: &[u8]) -> Option<Color> {
-    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+    parse_saved(bytes).map(|s| s.color)
+}
+
+/// The color line, then an optional `epoch N` line; anything else is damage.
+pub fn parse_saved(bytes: &[u8]) -> Option<Saved> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let color = lines.next()?.parse().ok()?;
+    let epoch = match lines.next() {
+        None => None,
+        Some(l) => Some(l.strip_prefix("epoch ")?.trim().parse().ok()?),
+    };
+    if lines.next().is_some() {
+        return None;
+    }
+    Some(Saved { color, epoch })
 }
 
 /// Persists `color` so that a crash at any instant leaves either the old or the new file.
 pub fn store(path: &Path, color: Color) -> Result<(), StateError> {
+    store_saved(path, Saved { color, epoch: None })
+}
+
+/// Persists the color and its fleet epoch, atomically like [`store`].
+pub fn store_saved(path: &Path, saved: Saved) -> Result<(), StateError> {
+    let text = match saved.epoch {
+        None => format!("{}\n", saved.color),
+        Some(e) => format!("{}\nepoch {e}\n", saved.color),
+    };
     let err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
@@ -77,7 +121,7 @@ pub fn store(path: &Path, color: Color) -> Result<(), StateError> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        f.write_all(format!("{color}\n").as_bytes())?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         // The rename is durable only once the directory entry is.
@@ -120,6 +164,31 @@ mod tests {
         assert!(load(&p).is_err(), "empty (truncated) file is corrupt too");
         assert_eq!(parse(b"green\n"), Some(Color::Green));
         assert_eq!(parse(b"\xff"), None);
+        assert_eq!(parse(b"green\nepoch x\n"), None);
+        assert_eq!(parse(b"green\nepoch 3\nmore\n"), None);
+    }
+
+    #[test]
+    fn fleet_epoch_is_kept_and_old_files_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("state");
+        let s = Saved {
+            color: Color::Green,
+            epoch: Some(42),
+        };
+        store_saved(&p, s).expect("store");
+        assert_eq!(fs::read_to_string(&p).expect("read"), "green\nepoch 42\n");
+        assert_eq!(load_saved(&p).expect("load"), Some(s));
+        assert_eq!(load(&p).expect("load"), Some(Color::Green));
+        fs::write(&p, b"blue\n").expect("write");
+        let old = load_saved(&p).expect("old format");
+        assert_eq!(
+            old,
+            Some(Saved {
+                color: Color::Blue,
+                epoch: None
+            })
+        );
     }
 
     #[test]

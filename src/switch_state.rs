@@ -81,6 +81,23 @@ impl Controller {
         }
     }
 
+    /// Marks a fleet switch driven from this member as running (for `status`, and so that
+    /// this member runs one at a time); `false` when one already runs.
+    pub(crate) fn begin(&self, info: SwitchInfo) -> bool {
+        let mut running = lock(&self.running);
+        if running.is_some() {
+            return false;
+        }
+        // Fleet switches are stopped through etcd (fleet/switch.rs `stop`), not this channel.
+        let (stop, _) = mpsc::unbounded_channel();
+        *running = Some(Running { info, stop });
+        true
+    }
+
+    pub(crate) fn end(&self) {
+        *lock(&self.running) = None;
+    }
+
     /// `abort` or `rollback` while a switch runs: the switch answers once it has put traffic
     /// back. `None` when no switch runs.
     pub fn interrupt(&self, kind: StopKind) -> Option<oneshot::Receiver<String>> {

@@ -78,7 +78,7 @@ impl Rules {
 }
 
 /// Requests and counted errors of one color, as totals or as a delta between two totals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub requests: u64,
     pub errors: u64,

@@ -363,7 +363,7 @@ mod tests {
     async fn a_connections_future_stays_small() {
         let text = "[listen]\nhttp = \"127.0.0.1:1\"\n[admin]\nsocket = \"/tmp/x.sock\"\n[state]\nfile = \"/tmp/x.state\"\n[[route]]\nname = \"a\"\npath_prefix = \"/\"\nblue = [\"127.0.0.1:2\"]\ngreen = [\"127.0.0.1:3\"]\n";
         let cfg = Config::parse(std::path::Path::new("t.toml"), text).expect("config");
-        let engine = Arc::new(Engine::new(App::new(cfg, Color::Blue)));
+        let engine = Arc::new(Engine::new(App::new(cfg, Color::Blue, None)));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

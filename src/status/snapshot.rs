@@ -4,7 +4,8 @@
 //! Reading the live state (routing table, health flags, open counts, the controller) is the
 //! thin [`Snapshot::of`]; turning a running switch into its view is the pure [`switch_view`].
 //! Every field is documented in docs/status-page.md; scripts depend on the names. Fleet mode
-//! fills [`Snapshot::fleet`]; without `[fleet]` it is `null`.
+//! fills [`Snapshot::fleet`] from the fleet's view ([`fleet_view`], pure); without `[fleet]` it
+//! is `null`.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,7 @@ use super::feed::SwitchRecord;
 use super::unix_ms;
 use crate::app::App;
 use crate::controller::SwitchInfo;
+use crate::fleet::{Fleet, View};
 use crate::routing::{Backend, Color, Health};
 
 /// Bumped when a field changes meaning or goes away (adding fields does not bump it).
@@ -132,6 +134,47 @@ pub struct MemberView {
     pub last_seen_at: Option<u64>,
 }
 
+fn live_fleet_view(f: &Fleet) -> FleetView {
+    fleet_view(&f.cfg.name, &f.cfg.member, &f.view())
+}
+
+/// The fleet as `view` shows it: every live member from its record, then each member the
+/// roster knows whose lease expired (not connected, nothing else known).
+pub fn fleet_view(name: &str, member: &str, view: &View) -> FleetView {
+    let mut members: Vec<MemberView> = view
+        .members
+        .values()
+        .map(|(r, _)| MemberView {
+            id: r.id.clone(),
+            color: r.serving.as_str().to_string(),
+            epoch: r.epoch,
+            healthy: r.health[r.serving.idx()].all_healthy(),
+            connected: true,
+            last_seen_at: Some(r.seen_ms),
+        })
+        .collect();
+    members.extend(
+        view.roster
+            .iter()
+            .filter(|id| !view.members.contains_key(*id))
+            .map(|id| MemberView {
+                id: id.clone(),
+                ..MemberView::default()
+            }),
+    );
+    FleetView {
+        name: name.to_string(),
+        member: member.to_string(),
+        epoch: view
+            .decision
+            .as_ref()
+            .map_or(view.applied_epoch, |d| d.decision.epoch),
+        connected: view.connected && view.detached.is_none(),
+        detached_since: view.detached.as_ref().map(|(t, _)| unix_ms(*t)),
+        members,
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -213,7 +256,7 @@ impl Snapshot {
                 green: color_view(app, Color::Green),
             },
             history: app.controller.feed.history(),
-            fleet: None,
+            fleet: app.fleet.as_deref().map(live_fleet_view),
         }
     }
 
@@ -228,6 +271,7 @@ mod tests {
     use super::*;
     use crate::controller::DrainInfo;
     use crate::drain::OpenCounts;
+    use crate::fleet::store::{ColorHealth, MemberRecord};
     use crate::switch::Phase;
 
     fn info(phase: Phase) -> SwitchInfo {
@@ -337,5 +381,47 @@ mod tests {
                 "member.{key} missing"
             );
         }
+    }
+
+    #[test]
+    fn fleet_rows_come_from_live_records_then_the_roster() {
+        let healthy = ColorHealth {
+            healthy: 2,
+            total: 2,
+        };
+        let record = MemberRecord {
+            id: "edge-1".into(),
+            serving: Color::Green,
+            epoch: 7,
+            seen_rev: 0,
+            health: [ColorHealth::default(), healthy],
+            counters: Default::default(),
+            baseline: Default::default(),
+            buckets: Default::default(),
+            seen_ms: 1_000,
+            started_ms: 0,
+        };
+        let mut view = View {
+            applied_epoch: 7,
+            connected: true,
+            ..View::default()
+        };
+        view.members.insert("edge-1".into(), (record, 0));
+        view.roster = ["edge-1".to_string(), "edge-2".to_string()].into();
+        let f = fleet_view("fx-prod", "edge-1", &view);
+        assert_eq!((f.epoch, f.connected, f.detached_since), (7, true, None));
+        assert_eq!(f.members.len(), 2);
+        let live = &f.members[0];
+        assert_eq!((live.id.as_str(), live.color.as_str()), ("edge-1", "green"));
+        assert!(live.healthy && live.connected);
+        assert_eq!(live.last_seen_at, Some(1_000));
+        let gone = &f.members[1];
+        assert_eq!(gone.id, "edge-2");
+        assert!(!gone.connected && !gone.healthy);
+
+        view.detached = Some((SystemTime::UNIX_EPOCH + Duration::from_secs(2), "x".into()));
+        let f = fleet_view("fx-prod", "edge-1", &view);
+        assert!(!f.connected);
+        assert_eq!(f.detached_since, Some(2_000));
     }
 }

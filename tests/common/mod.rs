@@ -5,6 +5,7 @@
 //! (`raw_client`) and the HTTP/1.1 framing both read with (`wire`).
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod raw_backend;
 pub mod raw_client;
 pub mod wire;
