@@ -26,6 +26,8 @@ use crate::color::Color;
 use crate::tls;
 use crate::verdict::Rules;
 
+mod h2;
+
 /// A config that failed to load: where and what, ready to print as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -169,6 +171,9 @@ struct RawListen {
     https: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    /// HTTP/2 to clients: ALPN h2 on `https`, h2c (prior knowledge) on `http`.
+    #[serde(default)]
+    http2: bool,
 }
 
 fn default_access_path() -> Spanned<String> {
@@ -429,6 +434,8 @@ struct RawRoute {
     /// gzip text responses for clients that accept it.
     #[serde(default)]
     gzip: bool,
+    /// HTTP/2 (h2c) to the backends; see config/h2.rs.
+    grpc: Option<Spanned<bool>>,
 }
 
 /// The validated config. Everything here has been checked; nothing downstream re-validates.
@@ -440,6 +447,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[access_log]`: where the JSON lines go; `None` when off.
     pub access_log: Option<Destination>,
+    /// `[listen] http2`: HTTP/2 to clients (src/h2/).
+    pub http2: bool,
     /// `[headers] add`: for switchyard's own answers (each route has its merged list).
     pub headers: Vec<HeaderRule>,
     pub threads: usize,
@@ -550,6 +559,8 @@ pub struct RouteConfig {
     /// `[headers] add` merged with the route's own `headers` (the route's win).
     pub headers: Vec<HeaderRule>,
     pub gzip: bool,
+    /// `grpc = true`: reached over HTTP/2 only, forwarded as h2c (src/h2/).
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -880,6 +891,7 @@ fn validate(
         let blue = servers(&r.blue, "blue")?;
         let green = servers(&r.green, "green")?;
         let own = header_rules(&r.headers, &format!("route \"{name}\" headers"), at)?;
+        let grpc = h2::check_route(&name, &r.grpc, r.gzip, raw.listen.http2, at)?;
         routes.push(RouteConfig {
             name,
             path_prefix: prefix,
@@ -889,6 +901,7 @@ fn validate(
             green,
             headers: merge_headers(&global_headers, &own),
             gzip: r.gzip,
+            grpc,
         });
     }
 
@@ -904,6 +917,7 @@ fn validate(
         listen_http,
         tls,
         access_log,
+        http2: raw.listen.http2,
         headers: global_headers,
         threads,
         upstream_idle_timeout: raw.server.upstream_idle_timeout.0,

@@ -22,11 +22,12 @@ use crate::color::Color;
 const CODES: usize = 600;
 
 /// The `reason` label values of `switchyard_refused_total`.
-pub const REFUSAL_REASONS: [&str; 4] = [
+pub const REFUSAL_REASONS: [&str; 5] = [
     "bad_request",
     "header_too_large",
     "too_many_connections",
     "no_route",
+    "http2_required",
 ];
 
 /// Upper bounds (seconds) of `switchyard_request_duration_seconds`.

@@ -50,6 +50,11 @@ pub(crate) struct Answer {
     log: Log,
 }
 
+/// An HTTP/1.x request for a gRPC route (src/h2/ serves those over HTTP/2).
+const GRPC_NEEDS_H2: Refusal = Refusal::Http2Required(
+    "this route serves gRPC, which needs HTTP/2 (TLS with ALPN h2, or h2c with prior knowledge)",
+);
+
 /// A chunked request body that breaks its framing: nobody can say where it ends.
 const BAD_CHUNK: Refusal = Refusal::BadRequest("invalid chunked request body");
 
@@ -124,6 +129,9 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
             log,
         });
     };
+    if d.route.grpc {
+        return Step::Refuse(GRPC_NEEDS_H2);
+    }
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
         client_ip: conn.client_ip,
