@@ -210,11 +210,11 @@ impl Router {
             backends.push(b.clone());
             b
         };
-        let mut routes: Vec<Arc<Route>> =
-            cfg.routes
-                .iter()
-                .map(|r| {
-                    let pool = |addrs: &[SocketAddr],
+        let mut routes: Vec<Arc<Route>> = cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let pool = |addrs: &[SocketAddr],
                                 c: Color,
                                 be: &mut dyn FnMut(
                         SocketAddr,
@@ -229,20 +229,20 @@ impl Router {
                                 .collect(),
                         )
                     };
-                    let blue = pool(&r.blue, Color::Blue, &mut backend);
-                    let green = pool(&r.green, Color::Green, &mut backend);
-                    Arc::new(Route {
-                        name: r.name.clone(),
-                        prefix: r.path_prefix.clone(),
-                        host: r.host.clone(),
-                        pools: [blue, green],
-                        stats: metrics.route_stats(&r.name),
-                        headers: r.headers.clone(),
-                        gzip: r.gzip,
-                        grpc: r.grpc,
-                    })
+                let blue = pool(&r.blue, Color::Blue, &mut backend);
+                let green = pool(&r.green, Color::Green, &mut backend);
+                Arc::new(Route {
+                    name: r.name.clone(),
+                    prefix: r.path_prefix.clone(),
+                    host: r.host.clone(),
+                    pools: [blue, green],
+                    stats: metrics.route_stats(&r.name),
+                    headers: r.headers.clone(),
+                    gzip: r.gzip,
+                    grpc: r.grpc,
                 })
-                .collect();
+            })
+            .collect();
         routes.sort_by(|a, b| {
             b.prefix
                 .len()
