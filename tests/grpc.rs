@@ -416,3 +416,94 @@ async fn sigterm_ends_open_streams_with_unavailable() {
     assert_eq!(end.code(), Code::Unavailable, "{end:?}");
     drop(f.web);
 }
+
+#[tokio::test]
+async fn h2_responses_get_the_routes_headers_and_gzip() {
+    let web = Backends::start().await;
+    let routes = format!(
+        "[[route]]\nname = \"gz\"\npath_prefix = \"/gz\"\ngzip = true\nheaders = {{ \"x-route\" = \"gz\" }}\nblue = [\"{}\"]\ngreen = [\"{}\"]\n",
+        web.blue.addr(),
+        web.green.addr()
+    );
+    let p = Proxy::start(&h2_setup(&routes, "2s")).await;
+    p.wait_healthy().await;
+    let tcp = TcpStream::connect(p.addr()).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let get = |accept: &'static str| {
+        http::Request::builder()
+            .uri(format!("http://{}/gz/big?bytes=20000", p.addr()))
+            .header("accept-encoding", accept)
+            .body(Empty::<Bytes>::new())
+            .expect("request")
+    };
+    let resp = sender.send_request(get("gzip")).await.expect("response");
+    let h = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(
+        h.get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..]),
+        "{h:?}"
+    );
+    assert_eq!(
+        h.get("x-route").map(|v| v.as_bytes()),
+        Some(&b"gz"[..]),
+        "{h:?}"
+    );
+    assert!(body.len() < 20_000, "compressed: {} bytes", body.len());
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+        .expect("valid gzip");
+    assert_eq!(plain.len(), 20_000);
+
+    // A client that does not take gzip gets the bytes as they are, with the route's header.
+    let resp = sender
+        .send_request(get("identity"))
+        .await
+        .expect("response");
+    assert!(resp.headers().get("content-encoding").is_none());
+    assert_eq!(
+        resp.headers().get("x-route").map(|v| v.as_bytes()),
+        Some(&b"gz"[..])
+    );
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body.len(), 20_000);
+}
+
+#[tokio::test]
+async fn h2_requests_reach_an_http11_backend_with_host_and_forwarding_fields() {
+    let raw = common::raw_backend::RawBackend::start().await;
+    let mut s = h2_setup(&raw.route(), "2s");
+    s.health = common::raw_backend::RawBackend::health();
+    s.extra = "[preview]\nallow = [\"10.9.9.9/32\"]\n".into();
+    let p = Proxy::start(&s).await;
+    p.wait_healthy().await;
+    let tcp = TcpStream::connect(p.addr()).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://app.example:8080/fwd?q=1")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-switchyard-color", "green")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let got = raw.received().messages;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let m = &got[0];
+    assert_eq!((m.method(), m.target()), ("GET", "/fwd?q=1"));
+    assert_eq!(m.values("host"), ["app.example:8080"]);
+    assert_eq!(m.values("x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
+    assert_eq!(m.values("x-forwarded-proto"), ["http"]);
+    assert!(
+        m.values("x-switchyard-color").is_empty(),
+        "the preview header is stripped"
+    );
+}

@@ -21,6 +21,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::protocols::http::compression::Algorithm;
 use pingora::protocols::http::HttpTask;
 use pingora::protocols::ALPN;
 use pingora::proxy::{CutOffFuture, FailToProxy, ProxyHttp, Session};
@@ -71,6 +73,8 @@ pub struct Stream {
     grpc: Option<WsRegistration>,
     /// The upstream failure already put on record (error_while_proxy / fail_to_connect).
     failure: Option<Failure>,
+    /// The route gzips and the client accepts it.
+    gzip: bool,
 }
 
 /// An HTTP/2 request the front door refuses before routing (the engine refuses the same
@@ -110,6 +114,36 @@ pub fn failure_of(e: &Error) -> Option<Failure> {
             _ => Failure::ClientGone,
         }),
         ErrorSource::Internal | ErrorSource::Unset => Some(Failure::Reset),
+    }
+}
+
+/// Sets the gzip level of pingora's response compression for this stream (0: off).
+fn compression(session: &mut Session, level: u32) {
+    let Session {
+        downstream_modules_ctx,
+        downstream_session,
+        ..
+    } = session;
+    if let Some(c) = downstream_modules_ctx.get_mut::<ResponseCompression>() {
+        c.adjust_algorithm_level(Algorithm::Gzip, level);
+        if level > 0 {
+            c.request_filter(downstream_session.req_header());
+        }
+    }
+}
+
+/// What a response head says about being compressed (request::may_gzip decides).
+fn facts(resp: &ResponseHeader) -> request::ResponseFacts<'_> {
+    let h = &resp.headers;
+    request::ResponseFacts {
+        status: resp.status.as_u16(),
+        content_type: h.get(CONTENT_TYPE).map(|v| v.as_bytes()),
+        content_range: h.contains_key(http::header::CONTENT_RANGE),
+        content_encoding: h.contains_key(http::header::CONTENT_ENCODING),
+        no_transform: h
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .any(|v| request::has_no_transform(v.as_bytes())),
     }
 }
 
@@ -240,6 +274,18 @@ impl ProxyHttp for Gateway {
         if d.route.grpc {
             ctx.grpc = Some(app.tracker.register_grpc(d.color));
         }
+        ctx.gzip = d.route.gzip
+            && request::accepts_gzip(
+                req.headers
+                    .get_all(http::header::ACCEPT_ENCODING)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            );
+        if ctx.gzip {
+            // pingora's compression module does the work; it reads Accept-Encoding only
+            // while on, so it reads it again now.
+            compression(session, request::GZIP_LEVEL);
+        }
         ctx.color = Some(d.color);
         ctx.route = Some(d.route);
         Ok(false)
@@ -352,7 +398,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Stream,
     ) -> Result<()> {
@@ -361,6 +407,10 @@ impl ProxyHttp for Gateway {
         };
         if resp.status.is_informational() {
             return Ok(());
+        }
+        if ctx.gzip && !request::may_gzip(&facts(resp)) {
+            // The engine's decision says no for this response: switch the module off again.
+            compression(session, 0);
         }
         // The route's headers replace the backend's of the same name (as in HTTP/1.1).
         for rule in &route.headers {
