@@ -34,6 +34,7 @@ pub mod access_log;
 pub mod admin;
 pub mod admin_http;
 pub mod app;
+pub mod clock;
 pub mod color;
 pub mod config;
 pub mod controller;
