@@ -39,6 +39,7 @@ pub mod color;
 pub mod config;
 pub mod controller;
 pub mod demo;
+pub mod demo_tour;
 pub mod drain;
 pub mod edge;
 pub mod engine;
