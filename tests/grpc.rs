@@ -61,16 +61,27 @@ fn h2_setup(routes: &str, drain: &str) -> Setup {
     s
 }
 
+type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// An HTTP/2 client connection on `io` (h2c, or TLS that chose h2).
+async fn h2_client<T>(io: T) -> H2Sender
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// One GET over HTTP/2 on `io` (h2c or TLS with ALPN h2): status, version, `x-color`.
 async fn h2_get<T>(io: T, authority: &str, path: &str) -> (u16, http::Version, String)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(io).await;
     let req = http::Request::builder()
         .uri(format!("http://{authority}{path}"))
         .body(Empty::<Bytes>::new())
@@ -427,12 +438,7 @@ async fn h2_responses_get_the_routes_headers_and_gzip() {
     );
     let p = Proxy::start(&h2_setup(&routes, "2s")).await;
     p.wait_healthy().await;
-    let tcp = TcpStream::connect(p.addr()).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(TcpStream::connect(p.addr()).await.expect("connect")).await;
     let get = |accept: &'static str| {
         http::Request::builder()
             .uri(format!("http://{}/gz/big?bytes=20000", p.addr()))
@@ -481,12 +487,7 @@ async fn h2_requests_reach_an_http11_backend_with_host_and_forwarding_fields() {
     s.extra = "[preview]\nallow = [\"10.9.9.9/32\"]\n".into();
     let p = Proxy::start(&s).await;
     p.wait_healthy().await;
-    let tcp = TcpStream::connect(p.addr()).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(TcpStream::connect(p.addr()).await.expect("connect")).await;
     let req = http::Request::builder()
         .uri("http://app.example:8080/fwd?q=1")
         .header("x-forwarded-for", "10.0.0.1")

@@ -832,21 +832,7 @@ where
 /// the request's body was read whole.
 async fn error_page(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome, body: &Body) -> Next {
     let close = !plan.keep_alive || conn.leaving() || !body.is_done();
-    let (status, text) = match o.failure {
-        Some(Failure::Connect) => (
-            502,
-            "switchyard: no server of this color could be reached\n",
-        ),
-        Some(Failure::Protocol) => (
-            502,
-            "switchyard: the server's response was not valid HTTP\n",
-        ),
-        Some(Failure::Timeout) => (504, "switchyard: the server did not answer in time\n"),
-        _ => (
-            502,
-            "switchyard: the server closed the connection without an answer\n",
-        ),
-    };
+    let (status, text) = request::error_page(o.failure);
     response::write_own(&mut plan.out, status, text, &plan.route.headers, close);
     let sent = bodies::send(
         &mut conn.client,

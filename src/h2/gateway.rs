@@ -147,25 +147,6 @@ fn facts(resp: &ResponseHeader) -> request::ResponseFacts<'_> {
     }
 }
 
-/// The status and text of switchyard's own error page for a failure (the engine's words).
-fn error_page(f: Option<Failure>) -> (u16, &'static str) {
-    match f {
-        Some(Failure::Connect) => (
-            502,
-            "switchyard: no server of this color could be reached\n",
-        ),
-        Some(Failure::Protocol) => (
-            502,
-            "switchyard: the server's response was not valid HTTP\n",
-        ),
-        Some(Failure::Timeout) => (504, "switchyard: the server did not answer in time\n"),
-        _ => (
-            502,
-            "switchyard: the server closed the connection without an answer\n",
-        ),
-    }
-}
-
 impl Gateway {
     /// Writes switchyard's own answer with the given response headers.
     async fn answer(
@@ -448,7 +429,7 @@ impl ProxyHttp for Gateway {
         let mut code = 0;
         let upstream = failure.is_some_and(Failure::is_upstream);
         if upstream && session.response_written().is_none() {
-            let (status, text) = error_page(failure);
+            let (status, text) = request::error_page(failure);
             let grpc_client = grpc::is_grpc(
                 session
                     .req_header()
@@ -550,7 +531,5 @@ mod tests {
             Some(Failure::ClientGone)
         );
         assert_eq!(failure_of(&down(ErrorType::Custom("cut off"))), None);
-        assert_eq!(error_page(Some(Failure::Timeout)).0, 504);
-        assert_eq!(error_page(Some(Failure::Connect)).0, 502);
     }
 }
