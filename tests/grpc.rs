@@ -379,6 +379,13 @@ async fn a_stream_on_the_old_color_runs_through_the_drain_then_ends_unavailable_
         Some("ok active=green"),
         "{reply:?}"
     );
+    assert!(
+        reply
+            .iter()
+            .any(|l| l.starts_with("drain: blue has ")
+                && !l.starts_with("drain: blue has 0 requests")),
+        "the drain waited for the open stream: {reply:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no other call failed");
@@ -484,7 +491,11 @@ async fn h2_requests_reach_an_http11_backend_with_host_and_forwarding_fields() {
     let raw = common::raw_backend::RawBackend::start().await;
     let mut s = h2_setup(&raw.route(), "2s");
     s.health = common::raw_backend::RawBackend::health();
-    s.extra = "[preview]\nallow = [\"10.9.9.9/32\"]\n".into();
+    let log = temp_log();
+    s.extra = format!(
+        "[preview]\nallow = [\"10.9.9.9/32\"]\n[access_log]\nenabled = true\npath = \"{}\"\n",
+        log.path.display()
+    );
     let p = Proxy::start(&s).await;
     p.wait_healthy().await;
     let mut sender = h2_client(TcpStream::connect(p.addr()).await.expect("connect")).await;
@@ -507,4 +518,49 @@ async fn h2_requests_reach_an_http11_backend_with_host_and_forwarding_fields() {
         m.values("x-switchyard-color").is_empty(),
         "the preview header is stripped"
     );
+    // The same access log line as an HTTP/1.1 request.
+    eventually("an access log line", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log.path).unwrap_or_default();
+        async move { !text.is_empty() }
+    })
+    .await;
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log.path)
+            .expect("access log")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        (
+            &line["method"],
+            &line["path"],
+            &line["status"],
+            &line["route"],
+            &line["color"]
+        ),
+        (
+            &serde_json::json!("GET"),
+            &serde_json::json!("/fwd?q=1"),
+            &serde_json::json!(200),
+            &serde_json::json!("raw"),
+            &serde_json::json!("blue")
+        )
+    );
+    assert_eq!(line["client"], "127.0.0.1");
+}
+
+/// A file in a temp dir that lives as long as the value.
+struct TempLog {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+fn temp_log() -> TempLog {
+    let dir = tempfile::tempdir().expect("tempdir");
+    TempLog {
+        path: dir.path().join("access.log"),
+        _dir: dir,
+    }
 }
