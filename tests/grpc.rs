@@ -564,3 +564,22 @@ fn temp_log() -> TempLog {
         _dir: dir,
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_grpc_server_is_unavailable_to_the_client() {
+    let dead = free_port();
+    let routes = format!(
+        "[[route]]\nname = \"grpc\"\npath_prefix = \"/test.Echo/\"\ngrpc = true\nblue = [\"127.0.0.1:{dead}\"]\ngreen = [\"127.0.0.1:{dead}\"]\n"
+    );
+    let p = Proxy::start(&h2_setup(&routes, "2s")).await;
+    let ch = grpc::channel(p.addr()).await;
+    // A gRPC status the client retries, not an HTML error page it cannot read.
+    let e = grpc::unary(&ch, echo("x")).await.expect_err("no server");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("could be reached"), "{e:?}");
+    assert!(
+        p.metric("switchyard_upstream_errors_total{color=\"blue\",kind=\"connect\"}")
+            .await
+            >= 1.0
+    );
+}
