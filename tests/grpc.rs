@@ -583,3 +583,43 @@ async fn an_unreachable_grpc_server_is_unavailable_to_the_client() {
             >= 1.0
     );
 }
+
+#[tokio::test]
+async fn a_call_whose_server_has_not_answered_by_the_drain_deadline_gets_a_trailers_only_unavailable(
+) {
+    let f = fleet().await;
+    let p = Proxy::start(&h2_setup(&f.routes, "1s")).await;
+    p.wait_healthy().await;
+    let ch = grpc::channel(p.addr()).await;
+    let slow = Echo {
+        text: "slow".into(),
+        count: 0,
+        interval_ms: 30_000,
+    };
+    let call = {
+        let ch = ch.clone();
+        tokio::spawn(async move { grpc::unary(&ch, slow).await })
+    };
+    eventually(
+        "the slow call is open on blue",
+        Duration::from_secs(5),
+        || async {
+            p.metric("switchyard_inflight_requests{color=\"blue\"}")
+                .await
+                == 1.0
+        },
+    )
+    .await;
+    let reply = p.ctl("switch green").await;
+    assert_eq!(
+        reply.last().map(String::as_str),
+        Some("ok active=green"),
+        "{reply:?}"
+    );
+    let e = call.await.expect("join").expect_err("handed over");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("draining"), "{e:?}");
+    let r = grpc::unary(&ch, echo("again")).await.expect("retry");
+    assert_eq!(r.text, "green:again");
+    drop(f.web);
+}

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! A real gRPC server and client (tonic) for the HTTP/2 tests: the `test.Echo` service with
-//! a unary call (`Unary`: answers `COLOR:TEXT`, or INVALID_ARGUMENT for the text `fail`) and
+//! a unary call (`Unary`: answers `COLOR:TEXT`, INVALID_ARGUMENT for the text `fail`, and
+//! for the text `slow` only after `interval_ms`) and
 //! a server-streaming call (`Stream`: `count` messages `COLOR:i`, `interval_ms` apart; a
 //! count of 0 streams until the client or the proxy ends the call). Messages are
 //! hand-written prost structs and the service a hand-written tower service over tonic's
@@ -123,6 +124,10 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for EchoServer {
                     let m = r.into_inner();
                     if m.text == "fail" {
                         return Err(Status::invalid_argument("bad input: fail"));
+                    }
+                    if m.text == "slow" {
+                        // No response head until interval_ms has passed.
+                        tokio::time::sleep(Duration::from_millis(u64::from(m.interval_ms))).await;
                     }
                     Ok(Response::new(Echo {
                         text: format!("{color}:{}", m.text),
