@@ -146,6 +146,15 @@ async fn grpc_calls_statuses_h2c_and_websockets_share_the_plain_port() {
     // h2c with prior knowledge to an HTTP/1.1 backend.
     let tcp = TcpStream::connect(p.addr()).await.expect("connect");
     let (status, version, color) = h2_get(tcp, &p.addr().to_string(), "/h2c").await;
+    // switchyard's own answer over HTTP/2: 405 to CONNECT (it is not a forward proxy).
+    let mut sender = h2_client(TcpStream::connect(p.addr()).await.expect("connect")).await;
+    let connect = http::Request::builder()
+        .method("CONNECT")
+        .uri(p.addr().to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(connect).await.expect("405");
+    assert_eq!(resp.status(), 405);
     assert_eq!(
         (status, version, color.as_str()),
         (200, http::Version::HTTP_2, "blue")
@@ -518,6 +527,32 @@ async fn h2_requests_reach_an_http11_backend_with_host_and_forwarding_fields() {
         m.values("x-switchyard-color").is_empty(),
         "the preview header is stripped"
     );
+    // A request body goes up whole, framed for HTTP/1.1.
+    let (mut poster, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        TokioIo::new(TcpStream::connect(p.addr()).await.expect("connect")),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let post = http::Request::builder()
+        .method("POST")
+        .uri("http://app.example/post")
+        .body(http_body_util::Full::new(Bytes::from_static(
+            b"hello over h2",
+        )))
+        .expect("request");
+    assert_eq!(
+        poster.send_request(post).await.expect("response").status(),
+        200
+    );
+    let got = raw.received().messages;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        (got[1].method(), got[1].body_text().as_str()),
+        ("POST", "hello over h2")
+    );
+
     // The same access log line as an HTTP/1.1 request.
     eventually("an access log line", Duration::from_secs(5), || {
         let text = std::fs::read_to_string(&log.path).unwrap_or_default();

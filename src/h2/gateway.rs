@@ -164,14 +164,17 @@ impl Gateway {
         for r in rules {
             let _ = head.insert_header(r.name.clone(), r.value.clone());
         }
-        let body = Bytes::copy_from_slice(text.as_bytes());
-        session
-            .write_response_tasks(vec![
+        // A response to HEAD has no body (its Content-Length still says how long it would be).
+        let tasks = if session.req_header().method == http::Method::HEAD {
+            vec![HttpTask::Header(Box::new(head), true)]
+        } else {
+            let body = Bytes::copy_from_slice(text.as_bytes());
+            vec![
                 HttpTask::Header(Box::new(head), false),
                 HttpTask::Body(Some(body), true),
-            ])
-            .await
-            .is_ok()
+            ]
+        };
+        session.write_response_tasks(tasks).await.is_ok()
     }
 
     /// A gRPC client gets a gRPC status (it cannot read an error page): UNAVAILABLE.
