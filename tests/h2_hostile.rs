@@ -1,8 +1,9 @@
 //! Hostile HTTP/2 input (issue 13): frames written by hand on a raw socket, since a real
 //! HTTP/2 client cannot send broken ones. A bad preface, an oversized frame, a header block
 //! that is not valid HPACK, frames on a closed stream and a rapid-reset flood (HEADERS then
-//! RST_STREAM in a loop, CVE-2023-44487) must neither take the proxy down nor reach the
-//! backend unbounded; the recording raw backend counts what reached it.
+//! RST_STREAM in a loop, CVE-2023-44487), a CONTINUATION flood (CVE-2024-27316) and a header
+//! block that never ends must neither take the proxy down nor reach the backend unbounded;
+//! the recording raw backend counts what reached it.
 
 mod common;
 
@@ -293,5 +294,65 @@ async fn resets_after_the_proxy_accepted_each_stream_stay_bounded() {
     );
     assert_eq!(goaway_code(&frames), Some(ENHANCE_YOUR_CALM), "{frames:?}");
     raw.reset();
+    still_serving(&p).await;
+}
+
+const CONTINUATION: u8 = 9;
+
+#[tokio::test]
+async fn a_continuation_flood_ends_the_connection_with_nothing_upstream() {
+    let (raw, p) = setup().await;
+    let mut s = h2c(&p).await;
+    // HEADERS without END_HEADERS, then CONTINUATION frames that never end the block
+    // (CVE-2024-27316's shape): the header block outgrows any limit.
+    let mut flood = frame(HEADERS, 0, 1, &get_block());
+    // Valid HPACK (a literal field without indexing, 127-byte value), so the flood is judged
+    // on size alone.
+    let filler = {
+        let mut b = vec![0x00, 10];
+        b.extend_from_slice(b"x-filler-a");
+        b.extend_from_slice(&[0x7f, 0x00]);
+        b.extend(std::iter::repeat_n(b'b', 127));
+        b
+    };
+    for _ in 0..2_000 {
+        flood.extend(frame(CONTINUATION, 0, 1, &filler));
+    }
+    let _ = s.write_all(&flood).await;
+    let frames = frames_until_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(goaway_code(&frames), Some(ENHANCE_YOUR_CALM), "{frames:?}");
+    assert!(
+        raw.received().messages.is_empty(),
+        "nothing reached the backend"
+    );
+    still_serving(&p).await;
+}
+
+#[tokio::test]
+async fn a_header_block_that_never_ends_does_not_hold_the_connection_forever() {
+    let raw = RawBackend::start().await;
+    let mut setup = Setup::new(raw.route());
+    setup.health = RawBackend::health();
+    setup.listen_extra = "http2 = true\n".into();
+    setup.extra = "[limits]\nidle_timeout = \"1s\"\n".into();
+    let p = Proxy::start(&setup).await;
+    p.wait_healthy().await;
+    let mut s = h2c(&p).await;
+    s.write_all(&frame(HEADERS, 0, 1, &get_block()))
+        .await
+        .expect("half a header block");
+    // No stream is open until the block ends, so the idle timeout applies: the proxy closes.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was still open after 10 s");
+    assert!(raw.received().messages.is_empty());
     still_serving(&p).await;
 }
