@@ -112,6 +112,15 @@ async fn setup() -> (RawBackend, Proxy) {
     (raw, p)
 }
 
+/// Nothing of the abuse reached the backend, and the proxy still serves.
+async fn untouched_and_serving(raw: &RawBackend, p: &Proxy) {
+    assert!(
+        raw.received().messages.is_empty(),
+        "nothing reached the backend"
+    );
+    still_serving(p).await;
+}
+
 /// The proxy still serves HTTP/1.1 and HTTP/2 after the abuse.
 async fn still_serving(p: &Proxy) {
     assert_eq!(
@@ -178,11 +187,7 @@ async fn a_bad_preface_or_a_broken_frame_ends_only_that_connection() {
         "{frames:?}"
     );
 
-    assert!(
-        raw.received().messages.is_empty(),
-        "none of it reached the backend"
-    );
-    still_serving(&p).await;
+    untouched_and_serving(&raw, &p).await;
 }
 
 #[tokio::test]
@@ -321,11 +326,7 @@ async fn a_continuation_flood_ends_the_connection_with_nothing_upstream() {
     let _ = s.write_all(&flood).await;
     let frames = frames_until_close(&mut s, Duration::from_secs(5)).await;
     assert_eq!(goaway_code(&frames), Some(ENHANCE_YOUR_CALM), "{frames:?}");
-    assert!(
-        raw.received().messages.is_empty(),
-        "nothing reached the backend"
-    );
-    still_serving(&p).await;
+    untouched_and_serving(&raw, &p).await;
 }
 
 #[tokio::test]
@@ -353,6 +354,5 @@ async fn a_header_block_that_never_ends_does_not_hold_the_connection_forever() {
     })
     .await;
     assert!(closed.is_ok(), "the connection was still open after 10 s");
-    assert!(raw.received().messages.is_empty());
-    still_serving(&p).await;
+    untouched_and_serving(&raw, &p).await;
 }
