@@ -132,14 +132,30 @@ async fn grpc_calls_statuses_h2c_and_websockets_share_the_plain_port() {
         got.push(m.text);
     }
     assert_eq!(got, ["blue:0", "blue:1", "blue:2"], "ended with status OK");
-    assert_eq!(f.blue.calls.load(Ordering::SeqCst), 3);
+
+    // Bidirectional: each message goes up while the answers come down on the same stream.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Echo>(4);
+    let mut answers = grpc::chat(&ch, tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("chat");
+    for word in ["one", "two"] {
+        tx.send(echo(word)).await.expect("send");
+        let m = answers.message().await.expect("answer").expect("a message");
+        assert_eq!(m.text, format!("blue:{word}"));
+    }
+    drop(tx);
+    assert!(
+        answers.message().await.expect("end").is_none(),
+        "ended with status OK"
+    );
+    assert_eq!(f.blue.calls.load(Ordering::SeqCst), 4);
     assert_eq!(f.green.calls.load(Ordering::SeqCst), 0);
 
     // The watch and Prometheus count gRPC calls per color like any request.
     eventually("calls counted for blue", Duration::from_secs(5), || async {
         p.metric("switchyard_requests_total{code=\"200\",color=\"blue\",route=\"grpc\"}")
             .await
-            == 3.0
+            == 4.0
     })
     .await;
 
@@ -189,7 +205,7 @@ async fn grpc_calls_statuses_h2c_and_websockets_share_the_plain_port() {
     );
     assert_eq!(
         f.blue.calls.load(Ordering::SeqCst),
-        3,
+        4,
         "the 505 reached no server"
     );
     drop(f.web);

@@ -3,7 +3,8 @@
 //! a unary call (`Unary`: answers `COLOR:TEXT`, INVALID_ARGUMENT for the text `fail`, and
 //! for the text `slow` only after `interval_ms`) and
 //! a server-streaming call (`Stream`: `count` messages `COLOR:i`, `interval_ms` apart; a
-//! count of 0 streams until the client or the proxy ends the call). Messages are
+//! count of 0 streams until the client or the proxy ends the call), and a bidirectional one
+//! (`Chat`: each message back as `COLOR:TEXT`, as it comes). Messages are
 //! hand-written prost structs and the service a hand-written tower service over tonic's
 //! generic codec: no build-script codegen.
 
@@ -147,6 +148,20 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for EchoServer {
                     .server_streaming(svc, req)
                     .await)
             }),
+            "/test.Echo/Chat" => Box::pin(async move {
+                let svc = tower::service_fn(move |r: Request<tonic::Streaming<Echo>>| async move {
+                    let replies = r.into_inner().map(move |m| {
+                        m.map(|m| Echo {
+                            text: format!("{color}:{}", m.text),
+                            ..m
+                        })
+                    });
+                    Ok(Response::new(replies.boxed()))
+                });
+                Ok(tonic::server::Grpc::new(Codec::default())
+                    .streaming(svc, req)
+                    .await)
+            }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
     }
@@ -203,6 +218,20 @@ pub async fn server_stream(ch: &Channel, m: Echo) -> Result<tonic::Streaming<Ech
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
     c.server_streaming(Request::new(m), path("Stream"), Codec::default())
+        .await
+        .map(Response::into_inner)
+}
+
+/// A bidirectional call: the messages from `outgoing` go up as the server answers each.
+pub async fn chat(
+    ch: &Channel,
+    outgoing: impl futures_util::Stream<Item = Echo> + Send + 'static,
+) -> Result<tonic::Streaming<Echo>, Status> {
+    let mut c = tonic::client::Grpc::new(ch.clone());
+    c.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    c.streaming(Request::new(outgoing), path("Chat"), Codec::default())
         .await
         .map(Response::into_inner)
 }
