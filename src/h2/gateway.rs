@@ -270,6 +270,11 @@ impl ProxyHttp for Gateway {
             // while on, so it reads it again now.
             compression(session, request::GZIP_LEVEL);
         }
+        // A client that stops reading (its flow-control window stays shut) is cut like an
+        // HTTP/1.1 one that stops reading: a client fault, never the color's.
+        session
+            .as_downstream_mut()
+            .set_write_timeout(Some(app.cfg.client_send_timeout));
         ctx.color = Some(d.color);
         ctx.route = Some(d.route);
         Ok(false)
@@ -294,7 +299,9 @@ impl ProxyHttp for Gateway {
             peer.options.max_h2_streams = GRPC_STREAMS_PER_CONNECTION;
             peer.options.h2_ping_interval = Some(Duration::from_secs(30));
         } else {
+            // As the engine: silent for upstream_read_timeout, or not taking the request body.
             peer.options.read_timeout = Some(cfg.upstream_read_timeout);
+            peer.options.write_timeout = Some(cfg.upstream_read_timeout);
         }
         ctx.backend = Some(backend);
         Ok(Box::new(peer))
