@@ -674,3 +674,25 @@ async fn a_call_whose_server_has_not_answered_by_the_drain_deadline_gets_a_trail
     assert_eq!(r.text, "green:again");
     drop(f.web);
 }
+
+#[tokio::test]
+async fn a_silent_backend_gives_an_h2_client_a_504_and_an_upstream_timeout() {
+    let raw = common::raw_backend::RawBackend::start().await;
+    raw.script([common::raw_backend::Answer::After(
+        Duration::from_secs(5),
+        Box::new(common::raw_backend::ok("late")),
+    )]);
+    let mut s = h2_setup(&raw.route(), "2s");
+    s.health = common::raw_backend::RawBackend::health();
+    s.server_extra = "upstream_read_timeout = \"300ms\"\n".into();
+    let p = Proxy::start(&s).await;
+    p.wait_healthy().await;
+    let tcp = TcpStream::connect(p.addr()).await.expect("connect");
+    let (status, version, _) = h2_get(tcp, "app.example", "/silent").await;
+    assert_eq!((status, version), (504, http::Version::HTTP_2));
+    assert_eq!(
+        p.metric("switchyard_upstream_errors_total{color=\"blue\",kind=\"timeout\"}")
+            .await,
+        1.0
+    );
+}
