@@ -10,6 +10,10 @@
 //! routes), then either loop, or relay an upgrade (relay.rs). Between requests the
 //! connection holds no buffer and waits at most `idle_timeout`, or until shutdown.
 //!
+//! With `[listen] http2`, a connection that chose `h2` by ALPN, or whose first bytes are the
+//! h2c preface, is handed to src/h2/ (pingora-proxy's HTTP/2 server) instead; the HTTP/1.1
+//! path pays one byte comparison for it, on a connection's first read.
+//!
 //! Failures are named where they happen (`request::Failure`), and backend errors are on
 //! record there; whether an exchange counts against its color is fault.rs's decision, made
 //! once per exchange in `request::finish`. The engine decides nothing about switches.
