@@ -23,8 +23,14 @@ use toml::Spanned;
 
 use crate::access_log::Destination;
 use crate::color::Color;
+use crate::real_ip::TrustedProxies;
 use crate::tls;
 use crate::verdict::Rules;
+
+mod https;
+mod trusted;
+
+pub use https::{sources as tls_sources, CertificateConfig};
 
 /// A config that failed to load: where and what, ready to print as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +175,13 @@ struct RawListen {
     https: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    /// PROXY protocol v1/v2 from `[server] trusted_proxies` (config/trusted.rs).
+    proxy_protocol: Option<Spanned<bool>>,
+    /// 308 to https:// on the plain listener (config/https.rs).
+    redirect_https: Option<Spanned<bool>>,
+    /// `[[listen.certificates]]`: a certificate per host name (config/https.rs).
+    #[serde(default)]
+    certificates: Vec<Spanned<https::RawCertificate>>,
 }
 
 fn default_access_path() -> Spanned<String> {
@@ -224,6 +237,8 @@ struct RawServer {
     client_send_timeout: Dur,
     /// pingora's socket for a zero-downtime binary upgrade.
     upgrade_sock: Option<PathBuf>,
+    /// Whose PROXY header and X-Forwarded-For are believed (config/trusted.rs).
+    trusted_proxies: trusted::RawTrusted,
 }
 
 impl Default for RawServer {
@@ -235,6 +250,7 @@ impl Default for RawServer {
             upstream_read_timeout: default_io_timeout(),
             client_send_timeout: default_io_timeout(),
             upgrade_sock: None,
+            trusted_proxies: None,
         }
     }
 }
@@ -438,6 +454,12 @@ pub struct Config {
     pub listen_http: SocketAddr,
     /// `[listen] https`, `cert`, `key`: the HTTPS front door, its pair already checked.
     pub tls: Option<TlsConfig>,
+    /// `[listen] proxy_protocol`: read a PROXY header from trusted sources at accept.
+    pub proxy_protocol: bool,
+    /// `[listen] redirect_https`: the https port the plain listener's 308s point at.
+    pub redirect_https: Option<u16>,
+    /// `[server] trusted_proxies`.
+    pub trusted_proxies: TrustedProxies,
     /// `[access_log]`: where the JSON lines go; `None` when off.
     pub access_log: Option<Destination>,
     /// `[headers] add`: for switchyard's own answers (each route has its merged list).
@@ -559,6 +581,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// The pair as `check` validated it; `reload-tls` re-reads the two paths.
     pub loaded: Arc<CertifiedKey>,
+    /// `[[listen.certificates]]`: more pairs, chosen by SNI; this pair is the default.
+    pub certificates: Vec<CertificateConfig>,
 }
 
 /// One response header to set, parsed once at load so a request only clones two `Bytes`.
@@ -707,7 +731,18 @@ fn validate(
 ) -> Result<Config, ConfigError> {
     let listen_http = socket_addr(raw.listen.http.get_ref())
         .map_err(|m| at(raw.listen.http.span(), format!("[listen] http: {m}")))?;
-    let tls = tls_config(&raw.listen, listen_http, at)?;
+    let mut tls = tls_config(&raw.listen, listen_http, at)?;
+    let certificates = https::certificates(&raw.listen.certificates, tls.is_some(), at)?;
+    if let Some(t) = tls.as_mut() {
+        t.certificates = certificates;
+    }
+    let redirect_https =
+        https::redirect_https(raw.listen.redirect_https.as_ref(), tls.as_ref(), at)?;
+    let trusted_proxies = trusted::trusted_proxies(
+        &raw.server.trusted_proxies,
+        raw.listen.proxy_protocol.as_ref(),
+        at,
+    )?;
     let access_log = match raw.access_log {
         RawAccessLog { enabled: false, .. } => None,
         RawAccessLog { path, .. } => Some(match path.get_ref().trim() {
@@ -903,6 +938,9 @@ fn validate(
         file: path.to_path_buf(),
         listen_http,
         tls,
+        proxy_protocol: raw.listen.proxy_protocol.is_some_and(|p| *p.get_ref()),
+        redirect_https,
+        trusted_proxies,
         access_log,
         headers: global_headers,
         threads,
@@ -1174,6 +1212,7 @@ fn tls_config(
         cert: cert_path,
         key: key_path,
         loaded: Arc::new(loaded),
+        certificates: Vec::new(),
     }))
 }
 

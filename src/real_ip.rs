@@ -1,0 +1,317 @@
+//! Who the client really is, behind load balancers: the decisions, pure.
+//!
+//! Owns `[server] trusted_proxies` ([`TrustedProxies`]) and the two rules built on it:
+//! - a PROXY protocol header (read at accept, src/proxy_protocol/) is believed only from a
+//!   trusted source ([`accept_proxy_header`]); from anyone else it closes the connection;
+//! - `X-Forwarded-For` is believed only from a trusted peer, and then the client is the
+//!   rightmost address in it that is not itself trusted, as nginx's `real_ip_recursive on`
+//!   ([`client_from_xff`]); [`believes_xff`] tells the upstream head writer whether the
+//!   client's list goes upstream at all.
+//!
+//! The "peer" here is the connection's address after any PROXY header: the socket digest
+//! pingora's listener and the PROXY hook leave behind. This module reads no sockets and
+//! parses no wire formats other than the addresses in an `X-Forwarded-For` value.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+/// `[server] trusted_proxies`: the networks whose PROXY header and `X-Forwarded-For` are
+/// believed. Empty (the default) believes nobody.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies(nets)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, what
+    /// a dual-stack listener reports) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn nets(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; anything else unchanged.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// What a PROXY protocol header said, once parsed (src/proxy_protocol/header.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announced {
+    /// A proxied TCP connection from this client address.
+    Client(SocketAddr),
+    /// v2 `LOCAL` (the balancer's own health check), v1 `UNKNOWN`, or a v2 family without
+    /// an IP address (unspecified, unix): the connection keeps its socket address.
+    Local,
+}
+
+/// Why a connection is closed before it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRefusal {
+    /// A PROXY header from a source not in `trusted_proxies`: someone trying to choose the
+    /// address switchyard logs, limits and previews by.
+    Untrusted,
+    /// A trusted source sent no PROXY header: a balancer without `send-proxy` would
+    /// otherwise turn every client into the balancer's own address.
+    Missing,
+    /// Not a PROXY header that parses (bad signature, version, command, family, address).
+    Malformed,
+    /// Longer than a PROXY header may be (v1: 107 bytes; v2: the cap in proxy_protocol).
+    Oversized,
+    /// Not complete within `[limits] header_timeout`, or the client hung up first.
+    Timeout,
+}
+
+impl ProxyRefusal {
+    /// The `reason` label of `switchyard_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProxyRefusal::Untrusted => "proxy_untrusted",
+            ProxyRefusal::Missing => "proxy_missing",
+            ProxyRefusal::Malformed => "proxy_malformed",
+            ProxyRefusal::Oversized => "proxy_oversized",
+            ProxyRefusal::Timeout => "proxy_timeout",
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProxyRefusal::Untrusted => "PROXY header from a source not in [server] trusted_proxies",
+            ProxyRefusal::Missing => {
+                "no PROXY header from a trusted proxy on a proxy_protocol listener"
+            }
+            ProxyRefusal::Malformed => "malformed PROXY header",
+            ProxyRefusal::Oversized => "PROXY header too long",
+            ProxyRefusal::Timeout => "PROXY header not complete within [limits] header_timeout",
+        }
+    }
+}
+
+/// The address a connection is served as, given its socket peer and what its first bytes
+/// were (`None`: no PROXY header). With `proxy_protocol = true`:
+/// - a trusted source must send a header (nginx requires one from everybody; switchyard
+///   only from the balancers it trusts, so operators and monitors can still reach an
+///   instance directly from elsewhere, under their own address);
+/// - an untrusted source must not: its header is refused, its plain connection is served
+///   under its socket address.
+///
+/// `Ok(None)`: keep the socket address; `Ok(Some(a))`: serve the connection as `a`.
+pub fn accept_proxy_header(
+    socket_peer: IpAddr,
+    trusted: &TrustedProxies,
+    header: Option<Announced>,
+) -> Result<Option<SocketAddr>, ProxyRefusal> {
+    match (trusted.contains(socket_peer), header) {
+        (false, Some(_)) => Err(ProxyRefusal::Untrusted),
+        (false, None) => Ok(None),
+        (true, None) => Err(ProxyRefusal::Missing),
+        (true, Some(Announced::Local)) => Ok(None),
+        (true, Some(Announced::Client(a))) => Ok(Some(a)),
+    }
+}
+
+/// Whether this peer's `X-Forwarded-For` is believed (and so forwarded upstream with the
+/// peer appended). From anyone else the client's list is dropped and the upstream gets
+/// `X-Forwarded-For: <peer>` alone: a backend can then never be fooled by a value the
+/// client wrote, whichever end of the list it reads.
+pub fn believes_xff(peer: IpAddr, trusted: &TrustedProxies) -> bool {
+    trusted.contains(peer)
+}
+
+/// The client of one request: the peer, or, when the peer is a trusted proxy, the rightmost
+/// `X-Forwarded-For` address that is not trusted (every header line in order, each a comma
+/// list). When every address is trusted, the leftmost. An entry that is not an IP address
+/// stops the walk at the last trusted hop before it: whoever wrote it is not to be believed
+/// about anything further left.
+pub fn client_from_xff<'a, I>(peer: IpAddr, trusted: &TrustedProxies, values: I) -> IpAddr
+where
+    I: DoubleEndedIterator<Item = &'a [u8]>,
+{
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in values.rev() {
+        for entry in value.rsplit(|&b| b == b',') {
+            let entry = entry.trim_ascii();
+            if entry.is_empty() {
+                continue;
+            }
+            let Some(ip) = parse_entry(entry) else {
+                return client;
+            };
+            client = ip;
+            if !trusted.contains(ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an IPv4 or IPv6 address, also in the forms proxies write
+/// with a port (`1.2.3.4:5678`, `[2001:db8::1]:443`) or brackets (`[2001:db8::1]`).
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(entry).ok()?;
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+    inner
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|v6| canonical(IpAddr::V6(v6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn trusted(nets: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(nets.iter().map(|n| n.parse().expect("net")).collect())
+    }
+
+    fn xff(peer: &str, t: &TrustedProxies, values: &[&str]) -> IpAddr {
+        client_from_xff(ip(peer), t, values.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn xff_is_believed_only_from_a_trusted_peer() {
+        let t = trusted(&["10.0.0.0/8"]);
+        assert_eq!(xff("203.0.113.9", &t, &["1.2.3.4"]), ip("203.0.113.9"));
+        assert_eq!(xff("10.0.0.5", &t, &["1.2.3.4"]), ip("1.2.3.4"));
+        assert_eq!(xff("10.0.0.5", &t, &[]), ip("10.0.0.5"));
+        assert!(believes_xff(ip("10.1.2.3"), &t));
+        assert!(!believes_xff(ip("11.1.2.3"), &t));
+        let nobody = TrustedProxies::default();
+        assert_eq!(xff("10.0.0.5", &nobody, &["1.2.3.4"]), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_address() {
+        let t = trusted(&["10.0.0.0/8", "192.168.0.0/16"]);
+        // A spoofed entry on the left is never reached.
+        assert_eq!(
+            xff("10.0.0.1", &t, &["6.6.6.6, 198.51.100.7, 192.168.1.1"]),
+            ip("198.51.100.7")
+        );
+        // Several header lines are one list, in order.
+        assert_eq!(
+            xff("10.0.0.1", &t, &["6.6.6.6", "198.51.100.7", "10.2.2.2"]),
+            ip("198.51.100.7")
+        );
+        // All trusted: the leftmost.
+        assert_eq!(xff("10.0.0.1", &t, &["10.9.9.9, 10.8.8.8"]), ip("10.9.9.9"));
+        // Empty entries are skipped; spaces and tabs trimmed.
+        assert_eq!(
+            xff("10.0.0.1", &t, &[" ,\t198.51.100.7 ,"]),
+            ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn garbage_stops_the_walk_at_the_last_trusted_hop() {
+        let t = trusted(&["10.0.0.0/8"]);
+        assert_eq!(xff("10.0.0.1", &t, &["unknown"]), ip("10.0.0.1"));
+        assert_eq!(
+            xff("10.0.0.1", &t, &["1.1.1.1, junk, 10.3.3.3"]),
+            ip("10.3.3.3")
+        );
+        assert_eq!(xff("10.0.0.1", &t, &["1.1.1.1\r\n"]), ip("1.1.1.1"));
+        assert_eq!(xff("10.0.0.1", &t, &["\u{ff}"]), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn entries_with_ports_brackets_and_mapped_addresses() {
+        let t = trusted(&["10.0.0.0/8"]);
+        assert_eq!(
+            xff("10.0.0.1", &t, &["198.51.100.7:5555"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            xff("10.0.0.1", &t, &["[2001:db8::1]:443"]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(xff("10.0.0.1", &t, &["[2001:db8::1]"]), ip("2001:db8::1"));
+        assert_eq!(xff("10.0.0.1", &t, &["2001:db8::2"]), ip("2001:db8::2"));
+        // A mapped trusted address is trusted, as a peer and inside the list.
+        assert_eq!(
+            xff("::ffff:10.0.0.1", &t, &["1.2.3.4, ::ffff:10.4.4.4"]),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn proxy_headers_only_from_trusted_sources() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let real: SocketAddr = "203.0.113.9:51000".parse().expect("addr");
+        let lb = ip("10.0.0.2");
+        let stranger = ip("198.51.100.1");
+        assert_eq!(
+            accept_proxy_header(lb, &t, Some(Announced::Client(real))),
+            Ok(Some(real))
+        );
+        assert_eq!(
+            accept_proxy_header(lb, &t, Some(Announced::Local)),
+            Ok(None)
+        );
+        assert_eq!(
+            accept_proxy_header(lb, &t, None),
+            Err(ProxyRefusal::Missing)
+        );
+        assert_eq!(
+            accept_proxy_header(stranger, &t, Some(Announced::Client(real))),
+            Err(ProxyRefusal::Untrusted)
+        );
+        assert_eq!(
+            accept_proxy_header(stranger, &t, Some(Announced::Local)),
+            Err(ProxyRefusal::Untrusted)
+        );
+        assert_eq!(accept_proxy_header(stranger, &t, None), Ok(None));
+        assert_eq!(
+            accept_proxy_header(ip("::ffff:10.0.0.2"), &t, Some(Announced::Client(real))),
+            Ok(Some(real))
+        );
+    }
+
+    #[test]
+    fn refusal_labels_are_distinct() {
+        let all = [
+            ProxyRefusal::Untrusted,
+            ProxyRefusal::Missing,
+            ProxyRefusal::Malformed,
+            ProxyRefusal::Oversized,
+            ProxyRefusal::Timeout,
+        ];
+        let mut labels: Vec<_> = all.iter().map(|r| r.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), all.len());
+        assert!(all.iter().all(|r| !r.reason().is_empty()));
+    }
+}
