@@ -145,3 +145,119 @@ pub(super) fn redirect_https(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+    use crate::sni::HostPattern;
+
+    /// A config with https on a default pair and `certs` (TOML) after the routes.
+    fn parse(dir: &Path, listen: &str, certs: &str) -> Result<Config, String> {
+        for (stem, names) in [
+            ("d", vec!["localhost"]),
+            ("a", vec!["api.example.com", "*.svc.example.com"]),
+            ("w", vec!["*.example.org"]),
+        ] {
+            let k = rcgen::generate_simple_self_signed(
+                names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            )
+            .expect("rcgen");
+            std::fs::write(dir.join(format!("{stem}.pem")), k.cert.pem()).expect("write");
+            std::fs::write(dir.join(format!("{stem}.key")), k.key_pair.serialize_pem())
+                .expect("write");
+        }
+        let text = format!(
+            "[listen]\nhttp = \"127.0.0.1:8000\"\n{listen}\n[[route]]\nname = \"web\"\npath_prefix = \"/\"\nblue = [\"127.0.0.1:3000\"]\ngreen = [\"127.0.0.1:3002\"]\n{}",
+            certs.replace("DIR", &dir.display().to_string())
+        );
+        Config::parse(Path::new("t.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    const HTTPS: &str = "https = \"127.0.0.1:8443\"\ncert = \"DIR/d.pem\"\nkey = \"DIR/d.key\"\n";
+
+    fn https(dir: &Path) -> String {
+        HTTPS.replace("DIR", &dir.display().to_string())
+    }
+
+    const TWO: &str = "[[listen.certificates]]\nhosts = [\"api.example.com\", \"x.svc.example.com\"]\ncert = \"DIR/a.pem\"\nkey = \"DIR/a.key\"\n[[listen.certificates]]\nhosts = [\"*.example.org\"]\ncert = \"DIR/w.pem\"\nkey = \"DIR/w.key\"\n";
+
+    #[test]
+    fn certificates_and_redirect_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = parse(
+            dir.path(),
+            &format!("{}redirect_https = true\n", https(dir.path())),
+            TWO,
+        )
+        .expect("valid");
+        let t = c.tls.expect("tls");
+        assert_eq!(t.certificates.len(), 2);
+        assert_eq!(
+            t.certificates[1].hosts,
+            vec![HostPattern::Wildcard("example.org".into())]
+        );
+        assert_eq!(c.redirect_https, Some(8443));
+        let c = parse(dir.path(), &https(dir.path()), "").expect("no extras");
+        assert!(c.tls.expect("tls").certificates.is_empty() && c.redirect_https.is_none());
+    }
+
+    #[test]
+    fn mistakes_are_located() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let e = parse(d, "", TWO).unwrap_err();
+        assert!(
+            e.contains("[[listen.certificates]] needs [listen] https"),
+            "{e}"
+        );
+        let dup = TWO.replace("\"*.example.org\"", "\"API.example.com\"");
+        let e = parse(d, &https(d), &dup).unwrap_err();
+        assert!(
+            e.contains(":17:10: [[listen.certificates]] host name api.example.com is given twice"),
+            "{e}"
+        );
+        let e = parse(d, &https(d), &TWO.replace("DIR/a.pem", "DIR/missing.pem")).unwrap_err();
+        assert!(
+            e.contains(":14:8: [[listen.certificates]] cannot read certificate file"),
+            "{e}"
+        );
+        let e = parse(d, &https(d), &TWO.replace("DIR/a.key", "DIR/w.key")).unwrap_err();
+        assert!(
+            e.contains(":15:7: ") && e.contains("does not belong"),
+            "{e}"
+        );
+        let e = parse(
+            d,
+            &https(d),
+            &TWO.replace("x.svc.example.com", "x.example.com"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(":13:29: ") && e.contains("does not cover host name x.example.com"),
+            "{e}"
+        );
+        let e = parse(d, &https(d), &TWO.replace("*.example.org", "*.org")).unwrap_err();
+        assert!(e.contains("whole top-level domain"), "{e}");
+        let e = parse(
+            d,
+            &https(d),
+            "[[listen.certificates]]\nhosts = []\ncert = \"x\"\nkey = \"y\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("hosts needs at least one host name"), "{e}");
+        let e = parse(
+            d,
+            &https(d),
+            "[[listen.certificates]]\nhosts = [\"a.b\"]\ncert = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("missing field `key`"), "{e}");
+        let e = parse(d, "redirect_https = true\n", "").unwrap_err();
+        assert!(
+            e.starts_with("t.toml:3:18: [listen] redirect_https = true needs"),
+            "{e}"
+        );
+    }
+}

@@ -60,3 +60,55 @@ pub(super) fn trusted_proxies(
     }
     Ok(TrustedProxies::new(nets))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const MIN: &str = "[listen]\nhttp = \"127.0.0.1:8000\"\n\n[server]\n\n[[route]]\nname = \"web\"\npath_prefix = \"/\"\nblue = [\"127.0.0.1:3000\"]\ngreen = [\"127.0.0.1:3002\"]\n";
+
+    fn parse(listen: &str, server: &str) -> Result<Config, String> {
+        let text = MIN
+            .replace("[listen]\n", &format!("[listen]\n{listen}"))
+            .replace("[server]\n", &format!("[server]\n{server}"));
+        Config::parse(Path::new("t.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn trusted_proxies_and_proxy_protocol_are_read() {
+        let c = parse(
+            "proxy_protocol = true\n",
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+        )
+        .expect("valid");
+        assert!(c.proxy_protocol);
+        assert_eq!(c.trusted_proxies.nets().len(), 3);
+        assert!(c.trusted_proxies.contains("192.0.2.7".parse().expect("ip")));
+        let c = parse("", "").expect("defaults");
+        assert!(!c.proxy_protocol && c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn bad_values_point_at_themselves() {
+        let e = parse("", "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("t.toml:5:34: [server] trusted_proxies: \"10.0.0.0/33\" is not"),
+            "{e}"
+        );
+        let e = parse("", "trusted_proxies = [\"0.0.0.0/0\"]\n").unwrap_err();
+        assert!(e.contains("trusts every address"), "{e}");
+        let e = parse("", "trusted_proxies = [\"10.0.0.1/8\"]\n").unwrap_err();
+        assert!(e.contains("write \"10.0.0.0/8\" for the network"), "{e}");
+        let e = parse("proxy_protocol = true\n", "").unwrap_err();
+        assert!(
+            e.starts_with(
+                "t.toml:2:18: [listen] proxy_protocol = true needs [server] trusted_proxies"
+            ),
+            "{e}"
+        );
+        let e = parse("proxy_protocol = \"yes\"\n", "").unwrap_err();
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+    }
+}
