@@ -330,6 +330,10 @@ async fn untrusted_malformed_oversized_and_missing_headers_close_before_any_back
         "nothing reached the backend: {:?}",
         f.raw.received().messages
     );
+    // Refused on purpose and counted: not an error line per connection (a flood of them
+    // would flood the log).
+    let log = f.p.log_text();
+    assert!(!log.contains("handshake error"), "{log}");
 }
 
 #[tokio::test]
