@@ -34,8 +34,23 @@ pub struct CertificateConfig {
     pub loaded: Arc<CertifiedKey>,
 }
 
+/// `[[listen.certificates]]` added to the validated `[listen] https` pair, and the
+/// `redirect_https` port.
+pub(super) fn listen_extras(
+    raw: &super::RawListen,
+    mut tls: Option<TlsConfig>,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(Option<TlsConfig>, Option<u16>), ConfigError> {
+    let certs = certificates(&raw.certificates, tls.is_some(), at)?;
+    if let Some(t) = tls.as_mut() {
+        t.certificates = certs;
+    }
+    let redirect = redirect_https(raw.redirect_https.as_ref(), tls.as_ref(), at)?;
+    Ok((tls, redirect))
+}
+
 /// Validates `[[listen.certificates]]`; `https` is `[listen] https` (they need it).
-pub(super) fn certificates(
+fn certificates(
     raw: &[Spanned<RawCertificate>],
     https: bool,
     at: &dyn Fn(Range<usize>, String) -> ConfigError,
@@ -131,7 +146,7 @@ pub fn sources(tls: &TlsConfig) -> (Vec<Source>, Vec<Arc<CertifiedKey>>) {
 
 /// `redirect_https = true`: the port the `Location` names (the https listener's). Refused
 /// without `[listen] https`: the redirect would point at nothing.
-pub(super) fn redirect_https(
+fn redirect_https(
     raw: Option<&Spanned<bool>>,
     tls: Option<&TlsConfig>,
     at: &dyn Fn(Range<usize>, String) -> ConfigError,
