@@ -24,7 +24,6 @@ use toml::Spanned;
 use crate::access_log::Destination;
 use crate::color::Color;
 use crate::real_ip::TrustedProxies;
-use crate::tls;
 use crate::verdict::Rules;
 
 mod https;
@@ -1251,24 +1250,11 @@ fn tls_config(
             format!("[listen] https {addr} is also the http address"),
         ));
     }
-    for v in [cert, key] {
-        if v.get_ref().trim().is_empty() {
-            return Err(at(
-                v.span(),
-                "[listen] cert and key must be file paths".into(),
-            ));
-        }
-    }
-    let cert_path = PathBuf::from(cert.get_ref());
-    let key_path = PathBuf::from(key.get_ref());
-    let loaded = tls::load(&cert_path, &key_path).map_err(|e| {
-        let span = if e.in_key() { key.span() } else { cert.span() };
-        at(span, format!("[listen] {e}"))
-    })?;
+    let (cert, key, loaded) = https::load_pair("[listen]", cert, key, at)?;
     Ok(Some(TlsConfig {
         addr,
-        cert: cert_path,
-        key: key_path,
+        cert,
+        key,
         loaded: Arc::new(loaded),
         certificates: Vec::new(),
     }))

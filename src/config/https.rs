@@ -85,24 +85,7 @@ fn certificates(
             seen.push(p.clone());
             hosts.push(p);
         }
-        for v in [&c.cert, &c.key] {
-            if v.get_ref().trim().is_empty() {
-                return Err(at(
-                    v.span(),
-                    "[[listen.certificates]] cert and key must be file paths".into(),
-                ));
-            }
-        }
-        let cert = PathBuf::from(c.cert.get_ref());
-        let key = PathBuf::from(c.key.get_ref());
-        let loaded = tls::load(&cert, &key).map_err(|e| {
-            let span = if e.in_key() {
-                c.key.span()
-            } else {
-                c.cert.span()
-            };
-            at(span, format!("[[listen.certificates]] {e}"))
-        })?;
+        let (cert, key, loaded) = load_pair("[[listen.certificates]]", &c.cert, &c.key, at)?;
         if let Some((p, span)) = hosts
             .iter()
             .zip(c.hosts.get_ref())
@@ -122,6 +105,30 @@ fn certificates(
         });
     }
     Ok(out)
+}
+
+/// Reads and checks the cert/key pair `scope` names (tls.rs); an error points at the value
+/// of the file at fault.
+pub(super) fn load_pair(
+    scope: &str,
+    cert: &Spanned<String>,
+    key: &Spanned<String>,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<(PathBuf, PathBuf, CertifiedKey), ConfigError> {
+    for v in [cert, key] {
+        if v.get_ref().trim().is_empty() {
+            return Err(at(
+                v.span(),
+                format!("{scope} cert and key must be file paths"),
+            ));
+        }
+    }
+    let (cert_path, key_path) = (PathBuf::from(cert.get_ref()), PathBuf::from(key.get_ref()));
+    let loaded = tls::load(&cert_path, &key_path).map_err(|e| {
+        let span = if e.in_key() { key.span() } else { cert.span() };
+        at(span, format!("{scope} {e}"))
+    })?;
+    Ok((cert_path, key_path, loaded))
 }
 
 /// The sources and loaded pairs of the whole set, default first (what sni.rs serves).
