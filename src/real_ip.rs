@@ -136,6 +136,22 @@ pub fn believes_xff(peer: IpAddr, trusted: &TrustedProxies) -> bool {
     trusted.contains(peer)
 }
 
+/// Whether a request came to the front over https: over switchyard's own TLS listener, or,
+/// from a trusted proxy, as its `X-Forwarded-Proto` says (the first value of a list: the
+/// scheme the first proxy saw). A TLS-terminating balancer forwarding plain HTTP then gets
+/// no `redirect_https` loop, and the backend hears `https`. An untrusted peer's value is
+/// ignored, as its `X-Forwarded-For` is.
+pub fn forwarded_https(tls: bool, peer_trusted: bool, proto: Option<&[u8]>) -> bool {
+    if tls {
+        return true;
+    }
+    let Some(v) = proto.filter(|_| peer_trusted) else {
+        return false;
+    };
+    let first = v.split(|&b| b == b',').next().unwrap_or_default();
+    first.trim_ascii().eq_ignore_ascii_case(b"https")
+}
+
 /// The client of one request: the peer, or, when the peer is a trusted proxy, the rightmost
 /// `X-Forwarded-For` address that is not trusted (every header line in order, each a comma
 /// list). When every address is trusted, the leftmost. An entry that is not an IP address
@@ -264,6 +280,19 @@ mod tests {
             xff("::ffff:10.0.0.1", &t, &["1.2.3.4, ::ffff:10.4.4.4"]),
             ip("1.2.3.4")
         );
+    }
+
+    #[test]
+    fn forwarded_proto_only_from_trusted_peers() {
+        assert!(forwarded_https(true, false, None));
+        assert!(forwarded_https(true, false, Some(b"http")));
+        assert!(forwarded_https(false, true, Some(b"https")));
+        assert!(forwarded_https(false, true, Some(b" HTTPS ")));
+        assert!(forwarded_https(false, true, Some(b"https, http")));
+        assert!(!forwarded_https(false, true, Some(b"http, https")));
+        assert!(!forwarded_https(false, true, None));
+        assert!(!forwarded_https(false, false, Some(b"https")));
+        assert!(!forwarded_https(false, true, Some(b"httpsx")));
     }
 
     #[test]

@@ -17,21 +17,13 @@ use common::*;
 use ppp::v2;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 /// The balancer's address: the only trusted one.
 const LB: &str = "127.0.0.2";
-
-/// A TCP connection to `to` from the loopback address `from`.
-async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let s = TcpSocket::new_v4().expect("socket");
-    s.bind(SocketAddr::new(from.parse().expect("ip"), 0))
-        .expect("bind a loopback source address");
-    s.connect(to).await.expect("connect")
-}
 
 /// Writes a `Connection: close` GET and reads until the proxy closes: the response text,
 /// empty when the connection was closed without one.

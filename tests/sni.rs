@@ -250,8 +250,28 @@ async fn redirect_https_sends_308_except_for_the_health_path() {
         dir.path().join("default.pem").display(),
         dir.path().join("default.key").display()
     );
+    // A TLS-terminating balancer in front, on 127.0.0.2.
+    s.server_extra = "trusted_proxies = [\"127.0.0.2\"]\n".into();
     let p = Proxy::start(&s).await;
     let addr = p.addr();
+
+    // What the trusted balancer says came over https is not redirected (no loop), and the
+    // backend hears https; the same claim from anyone else is ignored.
+    let balanced = "GET /via-lb HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let mut c = connect_from("127.0.0.2", addr).await;
+    c.write_all(balanced.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    let r = String::from_utf8_lossy(&out);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let seen = b.blue.last_headers();
+    assert!(
+        seen.iter()
+            .any(|(n, v)| n == "x-forwarded-proto" && v == "https"),
+        "{seen:?}"
+    );
+    assert!(plain(addr, balanced).await.starts_with("HTTP/1.1 308"));
+    let via_lb = b.blue.app_requests();
 
     let r = plain(
         addr,
@@ -273,7 +293,7 @@ async fn redirect_https_sends_308_except_for_the_health_path() {
     assert_eq!(header(&r, "connection"), Some("close"));
     assert_eq!(
         b.blue.app_requests(),
-        0,
+        via_lb,
         "nothing redirected reached a backend"
     );
 
@@ -314,7 +334,7 @@ async fn redirect_https_sends_308_except_for_the_health_path() {
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
     let r = String::from_utf8_lossy(&out);
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    assert_eq!(b.blue.app_requests(), 1);
+    assert_eq!(b.blue.app_requests(), via_lb + 1);
 }
 
 #[test]

@@ -129,7 +129,11 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
             .map(|h| h.value);
         real_ip::client_from_xff(peer, trusted, xff)
     });
-    if let (Some(port), false) = (app.cfg.redirect_https, conn.tls) {
+    let peer_trusted = conn
+        .peer_ip
+        .is_some_and(|p| real_ip::believes_xff(p, trusted));
+    let https = real_ip::forwarded_https(conn.tls, peer_trusted, req.header("x-forwarded-proto"));
+    if let (Some(port), false) = (app.cfg.redirect_https, https) {
         let cfg = &app.cfg;
         let health = std::iter::once(cfg.health.path.as_str())
             .chain(cfg.routes.iter().map(|r| r.health_path.as_str()));
@@ -138,7 +142,23 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
             return to_https(&req, port, client, log);
         }
     }
-    prepare_routed(conn, &req, client, log)
+    let seen = Seen {
+        client,
+        peer_trusted,
+        https,
+    };
+    prepare_routed(conn, &req, seen, log)
+}
+
+/// What prepare found out about a request's sender (real_ip.rs).
+#[derive(Clone, Copy)]
+struct Seen {
+    /// The client (the access log's, preview's and rate limits' address).
+    client: Option<IpAddr>,
+    /// The peer is a trusted proxy: its X-Forwarded-For goes upstream.
+    peer_trusted: bool,
+    /// It came over https (ours, or a trusted proxy's).
+    https: bool,
 }
 
 /// The 308 to https:// for a request on the plain listener (redirect.rs); a request
@@ -162,13 +182,9 @@ fn to_https(req: &head::Request<'_, '_>, port: u16, client: Option<IpAddr>, log:
 }
 
 /// Route, color, server and the upstream head of a request that is forwarded (or 404).
-fn prepare_routed(
-    conn: &Conn<'_>,
-    req: &head::Request<'_, '_>,
-    client: Option<IpAddr>,
-    log: Log,
-) -> Step {
+fn prepare_routed(conn: &Conn<'_>, req: &head::Request<'_, '_>, seen: Seen, log: Log) -> Step {
     let app = conn.app;
+    let client = seen.client;
     let preview = app.cfg.preview.as_ref();
     let steer = preview.and_then(|p| req.header(&p.header));
     let Some(d) = request::decide(app, req.host, req.path, client, steer) else {
@@ -186,10 +202,8 @@ fn prepare_routed(
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
         peer: conn.peer_ip,
-        believe_xff: conn
-            .peer_ip
-            .is_some_and(|p| real_ip::believes_xff(p, &app.cfg.trusted_proxies)),
-        tls: conn.tls,
+        believe_xff: seen.peer_trusted,
+        tls: seen.https,
         strip: preview.map(|p| p.header.as_str()),
     };
     let mut out = pool::scratch();

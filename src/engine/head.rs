@@ -412,6 +412,7 @@ pub struct Forwarding<'a> {
     /// The peer is a trusted proxy (real_ip.rs): the client's `X-Forwarded-For` goes up
     /// before it. From anyone else it is dropped: the backend gets only the peer.
     pub believe_xff: bool,
+    /// The request came over https: ours, or a trusted proxy's (`X-Forwarded-Proto`).
     pub tls: bool,
     /// The preview header's name (lower case), stripped from what goes upstream.
     pub strip: Option<&'a str>,
