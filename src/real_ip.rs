@@ -203,6 +203,34 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the list holds, the client is the peer or an address written in it, and
+        /// an untrusted peer is always its own client.
+        #[test]
+        fn the_client_comes_from_the_peer_or_the_list(
+            peer_trusted in any::<bool>(),
+            entries in proptest::collection::vec((any::<bool>(), any::<u8>(), any::<bool>()), 0..8),
+        ) {
+            let t = trusted(&["10.0.0.0/8"]);
+            let peer = if peer_trusted { ip("10.0.0.1") } else { ip("192.0.2.1") };
+            let list: Vec<String> = entries
+                .iter()
+                .map(|(trusted, n, garbage)| match (garbage, trusted) {
+                    (true, _) => format!("junk{n}"),
+                    (false, true) => format!("10.1.1.{n}"),
+                    (false, false) => format!("198.51.100.{n}"),
+                })
+                .collect();
+            let value = list.join(", ");
+            let got = client_from_xff(peer, &t, std::iter::once(value.as_bytes()));
+            if !peer_trusted {
+                prop_assert_eq!(got, peer);
+            }
+            prop_assert!(got == peer || list.contains(&got.to_string()), "{got} from {value}");
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

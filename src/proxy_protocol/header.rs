@@ -151,6 +151,37 @@ fn parse_v2(buf: &[u8]) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a peer sends after a signature: no panic, a header never longer than
+        /// what was read, and never a wait for more past the bounds (so nothing buffers
+        /// more than V2_MAX bytes, or V1_MAX for a v1 line).
+        #[test]
+        fn any_bytes_after_a_signature_are_bounded(
+            v2_sig in any::<bool>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..300),
+            len in any::<u16>(),
+        ) {
+            let mut buf = if v2_sig { V2_SIGNATURE.to_vec() } else { V1_PREFIX.to_vec() };
+            if v2_sig {
+                buf.extend_from_slice(&[0x21, 0x11]);
+                buf.extend_from_slice(&len.to_be_bytes());
+            }
+            buf.extend_from_slice(&tail);
+            match parse(&buf) {
+                Parsed::Done { len, .. } => prop_assert!(len <= buf.len()),
+                Parsed::NeedMore => {
+                    let bound = if v2_sig { V2_MAX } else { V1_MAX };
+                    prop_assert!(buf.len() < bound);
+                    if v2_sig {
+                        prop_assert!(16 + usize::from(len) <= V2_MAX);
+                    }
+                }
+                Parsed::Refused(_) => {}
+            }
+        }
+    }
 
     fn client(s: &str) -> Announced {
         Announced::Client(s.parse().expect("addr"))
