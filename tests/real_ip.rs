@@ -221,6 +221,12 @@ async fn proxy_v1_and_v2_from_the_balancer_give_the_real_client_on_plain_and_tls
         .await
         .starts_with("HTTP/1.1 200"));
     assert_eq!(f.forwarded_for("/direct"), ["127.0.0.1"]);
+    // The same on the TLS listener: the first bytes, read to look for a header, are a
+    // ClientHello and are put back for the handshake.
+    let mut tls = f.tls_over(connect_from("127.0.0.1", https).await).await;
+    let r = get_on(&mut tls, "/direct-tls", "").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(f.forwarded_for("/direct-tls"), ["127.0.0.1"]);
 }
 
 #[tokio::test]
