@@ -136,6 +136,38 @@ pub fn believes_xff(peer: IpAddr, trusted: &TrustedProxies) -> bool {
     trusted.contains(peer)
 }
 
+/// What the front door believes about one request's sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    /// The client: the access log's, preview `allow`'s and rate limits' address.
+    pub client: Option<IpAddr>,
+    /// The peer is a trusted proxy: its `X-Forwarded-For` goes upstream before the peer.
+    pub peer_trusted: bool,
+    /// The request came over https (switchyard's TLS listener, or a trusted proxy's).
+    pub https: bool,
+}
+
+/// The three decisions below for one request, as any data path asks them: the connection's
+/// peer (after any PROXY header) and TLS, the request's `X-Forwarded-For` values in order,
+/// and its `X-Forwarded-Proto`.
+pub fn sender<'a, I>(
+    peer: Option<IpAddr>,
+    tls: bool,
+    trusted: &TrustedProxies,
+    xff: I,
+    proto: Option<&[u8]>,
+) -> Sender
+where
+    I: DoubleEndedIterator<Item = &'a [u8]>,
+{
+    let peer_trusted = peer.is_some_and(|p| believes_xff(p, trusted));
+    Sender {
+        client: peer.map(|p| client_from_xff(p, trusted, xff)),
+        peer_trusted,
+        https: forwarded_https(tls, peer_trusted, proto),
+    }
+}
+
 /// Whether a request came to the front over https: over switchyard's own TLS listener, or,
 /// from a trusted proxy, as its `X-Forwarded-Proto` says (the first value of a list: the
 /// scheme the first proxy saw). A TLS-terminating balancer forwarding plain HTTP then gets
@@ -308,6 +340,44 @@ mod tests {
             xff("::ffff:10.0.0.1", &t, &["1.2.3.4, ::ffff:10.4.4.4"]),
             ip("1.2.3.4")
         );
+    }
+
+    #[test]
+    fn a_sender_combines_the_three() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let xff: [&[u8]; 1] = [b"198.51.100.9"];
+        let s = sender(
+            Some(ip("10.0.0.1")),
+            false,
+            &t,
+            xff.into_iter(),
+            Some(b"https"),
+        );
+        assert_eq!(
+            s,
+            Sender {
+                client: Some(ip("198.51.100.9")),
+                peer_trusted: true,
+                https: true
+            }
+        );
+        let s = sender(
+            Some(ip("192.0.2.1")),
+            false,
+            &t,
+            xff.into_iter(),
+            Some(b"https"),
+        );
+        assert_eq!(
+            s,
+            Sender {
+                client: Some(ip("192.0.2.1")),
+                peer_trusted: false,
+                https: false
+            }
+        );
+        let none: [&[u8]; 0] = [];
+        assert_eq!(sender(None, true, &t, none.into_iter(), None).client, None);
     }
 
     #[test]

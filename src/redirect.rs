@@ -6,6 +6,17 @@
 //! reaching the backends instead of following (or failing on) a redirect. 308 rather than
 //! 301: the method and body are kept (a POST stays a POST), which 301 does not promise.
 
+use crate::config::Config;
+
+/// The https port to redirect a request for `path` to, or `None` to serve it: it came over
+/// https already, `redirect_https` is off, or the path is a health path.
+pub fn port_for(cfg: &Config, path: &str, https: bool) -> Option<u16> {
+    let port = cfg.redirect_https.filter(|_| !https)?;
+    let health = std::iter::once(cfg.health.path.as_str())
+        .chain(cfg.routes.iter().map(|r| r.health_path.as_str()));
+    (!exempt(path, health)).then_some(port)
+}
+
 /// Whether a request for `path` (without its query) is served as usual on the plain
 /// listener.
 pub fn exempt<'a>(path: &str, health_paths: impl IntoIterator<Item = &'a str>) -> bool {

@@ -120,45 +120,17 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         Ok(Some(r)) => r,
     };
     let log = Log::new(app.cfg.access_log.is_some(), req.method, req.target);
-    let trusted = &app.cfg.trusted_proxies;
-    let client = conn.peer_ip.map(|peer| {
-        let xff = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
-            .map(|h| h.value);
-        real_ip::client_from_xff(peer, trusted, xff)
-    });
-    let peer_trusted = conn
-        .peer_ip
-        .is_some_and(|p| real_ip::believes_xff(p, trusted));
-    let https = real_ip::forwarded_https(conn.tls, peer_trusted, req.header("x-forwarded-proto"));
-    if let (Some(port), false) = (app.cfg.redirect_https, https) {
-        let cfg = &app.cfg;
-        let health = std::iter::once(cfg.health.path.as_str())
-            .chain(cfg.routes.iter().map(|r| r.health_path.as_str()));
-        // Health paths are served as usual, so a balancer's plain check keeps working.
-        if !redirect::exempt(req.path, health) {
-            return to_https(&req, port, client, log);
-        }
+    let xff = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|h| h.value);
+    let proto = req.header("x-forwarded-proto");
+    let sender = real_ip::sender(conn.peer_ip, conn.tls, &app.cfg.trusted_proxies, xff, proto);
+    if let Some(port) = redirect::port_for(&app.cfg, req.path, sender.https) {
+        return to_https(&req, port, sender.client, log);
     }
-    let seen = Seen {
-        client,
-        peer_trusted,
-        https,
-    };
-    prepare_routed(conn, &req, seen, log)
-}
-
-/// What prepare found out about a request's sender (real_ip.rs).
-#[derive(Clone, Copy)]
-struct Seen {
-    /// The client (the access log's, preview's and rate limits' address).
-    client: Option<IpAddr>,
-    /// The peer is a trusted proxy: its X-Forwarded-For goes upstream.
-    peer_trusted: bool,
-    /// It came over https (ours, or a trusted proxy's).
-    https: bool,
+    prepare_routed(conn, &req, sender, log)
 }
 
 /// The 308 to https:// for a request on the plain listener (redirect.rs); a request
@@ -182,9 +154,14 @@ fn to_https(req: &head::Request<'_, '_>, port: u16, client: Option<IpAddr>, log:
 }
 
 /// Route, color, server and the upstream head of a request that is forwarded (or 404).
-fn prepare_routed(conn: &Conn<'_>, req: &head::Request<'_, '_>, seen: Seen, log: Log) -> Step {
+fn prepare_routed(
+    conn: &Conn<'_>,
+    req: &head::Request<'_, '_>,
+    sender: real_ip::Sender,
+    log: Log,
+) -> Step {
     let app = conn.app;
-    let client = seen.client;
+    let client = sender.client;
     let preview = app.cfg.preview.as_ref();
     let steer = preview.and_then(|p| req.header(&p.header));
     let Some(d) = request::decide(app, req.host, req.path, client, steer) else {
@@ -202,8 +179,8 @@ fn prepare_routed(conn: &Conn<'_>, req: &head::Request<'_, '_>, seen: Seen, log:
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
         peer: conn.peer_ip,
-        believe_xff: seen.peer_trusted,
-        tls: seen.https,
+        believe_xff: sender.peer_trusted,
+        tls: sender.https,
         strip: preview.map(|p| p.header.as_str()),
     };
     let mut out = pool::scratch();
