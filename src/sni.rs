@@ -137,14 +137,6 @@ impl Table {
         let (_, parent) = lower.split_once('.')?;
         self.wildcard.get(parent).copied()
     }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }
 
 /// Why a reload (or the first load) of the set failed: the file at fault is named.
