@@ -291,55 +291,40 @@ mod tests {
     #[test]
     fn the_client_is_the_rightmost_untrusted_address() {
         let t = trusted(&["10.0.0.0/8", "192.168.0.0/16"]);
-        // A spoofed entry on the left is never reached.
-        assert_eq!(
-            xff("10.0.0.1", &t, &["6.6.6.6, 198.51.100.7, 192.168.1.1"]),
-            ip("198.51.100.7")
-        );
-        // Several header lines are one list, in order.
-        assert_eq!(
-            xff("10.0.0.1", &t, &["6.6.6.6", "198.51.100.7", "10.2.2.2"]),
-            ip("198.51.100.7")
-        );
-        // All trusted: the leftmost.
-        assert_eq!(xff("10.0.0.1", &t, &["10.9.9.9, 10.8.8.8"]), ip("10.9.9.9"));
-        // Empty entries are skipped; spaces and tabs trimmed.
-        assert_eq!(
-            xff("10.0.0.1", &t, &[" ,\t198.51.100.7 ,"]),
-            ip("198.51.100.7")
-        );
-    }
-
-    #[test]
-    fn garbage_stops_the_walk_at_the_last_trusted_hop() {
-        let t = trusted(&["10.0.0.0/8"]);
-        assert_eq!(xff("10.0.0.1", &t, &["unknown"]), ip("10.0.0.1"));
-        assert_eq!(
-            xff("10.0.0.1", &t, &["1.1.1.1, junk, 10.3.3.3"]),
-            ip("10.3.3.3")
-        );
-        assert_eq!(xff("10.0.0.1", &t, &["1.1.1.1\r\n"]), ip("1.1.1.1"));
-        assert_eq!(xff("10.0.0.1", &t, &["\u{ff}"]), ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn entries_with_ports_brackets_and_mapped_addresses() {
-        let t = trusted(&["10.0.0.0/8"]);
-        assert_eq!(
-            xff("10.0.0.1", &t, &["198.51.100.7:5555"]),
-            ip("198.51.100.7")
-        );
-        assert_eq!(
-            xff("10.0.0.1", &t, &["[2001:db8::1]:443"]),
-            ip("2001:db8::1")
-        );
-        assert_eq!(xff("10.0.0.1", &t, &["[2001:db8::1]"]), ip("2001:db8::1"));
-        assert_eq!(xff("10.0.0.1", &t, &["2001:db8::2"]), ip("2001:db8::2"));
-        // A mapped trusted address is trusted, as a peer and inside the list.
-        assert_eq!(
-            xff("::ffff:10.0.0.1", &t, &["1.2.3.4, ::ffff:10.4.4.4"]),
-            ip("1.2.3.4")
-        );
+        // (peer, X-Forwarded-For lines, client)
+        let cases: &[(&str, &[&str], &str)] = &[
+            // A spoofed entry on the left is never reached.
+            (
+                "10.0.0.1",
+                &["6.6.6.6, 198.51.100.7, 192.168.1.1"],
+                "198.51.100.7",
+            ),
+            // Several header lines are one list, in order.
+            (
+                "10.0.0.1",
+                &["6.6.6.6", "198.51.100.7", "10.2.2.2"],
+                "198.51.100.7",
+            ),
+            // All trusted: the leftmost.
+            ("10.0.0.1", &["10.9.9.9, 10.8.8.8"], "10.9.9.9"),
+            // Empty entries are skipped; spaces and tabs trimmed.
+            ("10.0.0.1", &[" ,\t198.51.100.7 ,"], "198.51.100.7"),
+            // Garbage stops the walk at the last trusted hop.
+            ("10.0.0.1", &["unknown"], "10.0.0.1"),
+            ("10.0.0.1", &["1.1.1.1, junk, 10.3.3.3"], "10.3.3.3"),
+            ("10.0.0.1", &["\u{ff}"], "10.0.0.1"),
+            ("10.0.0.1", &["1.1.1.1\r\n"], "1.1.1.1"),
+            // Ports, brackets, IPv6.
+            ("10.0.0.1", &["198.51.100.7:5555"], "198.51.100.7"),
+            ("10.0.0.1", &["[2001:db8::1]:443"], "2001:db8::1"),
+            ("10.0.0.1", &["[2001:db8::1]"], "2001:db8::1"),
+            ("10.0.0.1", &["2001:db8::2"], "2001:db8::2"),
+            // A mapped trusted address is trusted, as a peer and inside the list.
+            ("::ffff:10.0.0.1", &["1.2.3.4, ::ffff:10.4.4.4"], "1.2.3.4"),
+        ];
+        for (peer, values, want) in cases {
+            assert_eq!(xff(peer, &t, values), ip(want), "{peer} {values:?}");
+        }
     }
 
     #[test]
