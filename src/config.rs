@@ -1312,26 +1312,24 @@ impl fmt::Display for Config {
         write!(f, "listen {}", self.listen_http)?;
         if let Some(t) = &self.tls {
             write!(f, " and https {}", t.addr)?;
-            if !t.certificates.is_empty() {
-                write!(f, " ({} certificates by SNI)", t.certificates.len() + 1)?;
-            }
-        }
-        if self.proxy_protocol {
-            write!(f, ", PROXY protocol")?;
-        }
-        if !self.trusted_proxies.is_empty() {
-            write!(
-                f,
-                ", {} trusted proxy network(s)",
-                self.trusted_proxies.nets().len()
-            )?;
         }
         write!(
             f,
             " with {} route(s), admin socket {}",
             self.routes.len(),
             self.admin_socket.display()
-        )
+        )?;
+        if let Some(t) = self.tls.as_ref().filter(|t| !t.certificates.is_empty()) {
+            write!(f, "; {} certificates by SNI", t.certificates.len() + 1)?;
+        }
+        if self.proxy_protocol {
+            write!(f, "; PROXY protocol")?;
+        }
+        if !self.trusted_proxies.is_empty() {
+            let n = self.trusted_proxies.nets().len();
+            write!(f, "; {n} trusted proxy network(s)")?;
+        }
+        Ok(())
     }
 }
 
