@@ -259,7 +259,7 @@ async fn tls_offers_h2_then_http11_and_grpc_works_over_it() {
     let port = free_port();
     let mut setup = h2_setup(&f.routes, "2s");
     setup.listen_extra = format!(
-        "http2 = true\nhttps = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        "http2 = true\nredirect_https = true\nhttps = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
         cert.display(),
         key.display()
     );
@@ -272,6 +272,19 @@ async fn tls_offers_h2_then_http11_and_grpc_works_over_it() {
     assert_eq!(
         (status, version, color.as_str()),
         (200, http::Version::HTTP_2, "blue")
+    );
+
+    // redirect_https: an h2c request on the plain port gets the same 308 as HTTP/1.1.
+    let mut plain = h2_client(TcpStream::connect(p.addr()).await.expect("connect")).await;
+    let req = http::Request::builder()
+        .uri("http://app.example/some/where?x=1")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = plain.send_request(req).await.expect("308");
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers().get("location").map(|v| v.as_bytes()),
+        Some(format!("https://app.example:{port}/some/where?x=1").as_bytes())
     );
 
     // A client that offers only HTTP/1.1 gets it.
@@ -517,6 +530,8 @@ async fn h2_requests_reach_an_http11_backend_with_host_and_forwarding_fields() {
     let mut s = h2_setup(&raw.route(), "2s");
     s.health = common::raw_backend::RawBackend::health();
     let log = temp_log();
+    // The test client is a trusted proxy: its X-Forwarded-For names the client (real_ip.rs).
+    s.server_extra = "trusted_proxies = [\"127.0.0.1/32\"]\n".into();
     s.extra = format!(
         "[preview]\nallow = [\"10.9.9.9/32\"]\n[access_log]\nenabled = true\npath = \"{}\"\n",
         log.path.display()
@@ -599,7 +614,10 @@ async fn h2_requests_reach_an_http11_backend_with_host_and_forwarding_fields() {
             &serde_json::json!("blue")
         )
     );
-    assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(
+        line["client"], "10.0.0.1",
+        "the client a trusted peer named"
+    );
 }
 
 /// A file in a temp dir that lives as long as the value.
@@ -695,4 +713,26 @@ async fn a_silent_backend_gives_an_h2_client_a_504_and_an_upstream_timeout() {
             .await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn an_h2c_connection_behind_a_proxy_protocol_balancer_is_its_real_client() {
+    use tokio::io::AsyncWriteExt;
+    let raw = common::raw_backend::RawBackend::start().await;
+    let mut s = h2_setup(&raw.route(), "2s");
+    s.health = common::raw_backend::RawBackend::health();
+    s.listen_extra = "http2 = true\nproxy_protocol = true\n".into();
+    s.server_extra = "trusted_proxies = [\"127.0.0.1/32\"]\n".into();
+    let p = Proxy::start(&s).await;
+    p.wait_healthy().await;
+    // The balancer's PROXY line, then the client's h2c preface on the same connection.
+    let mut tcp = TcpStream::connect(p.addr()).await.expect("connect");
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 5000 80\r\n")
+        .await
+        .expect("PROXY header");
+    let (status, version, _) = h2_get(tcp, "app.example", "/behind-lb").await;
+    assert_eq!((status, version), (200, http::Version::HTTP_2));
+    let got = raw.received().messages;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].values("x-forwarded-for"), ["203.0.113.7"]);
 }

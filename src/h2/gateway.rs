@@ -37,6 +37,7 @@ use crate::edge::{trim_ows, Refusal};
 use crate::fault::Stage;
 use crate::request::{self, Failure, Finished};
 use crate::routing::{Backend, Route};
+use crate::{real_ip, redirect};
 
 /// Streams one h2c connection to a gRPC server may carry (pingora opens another past it).
 const GRPC_STREAMS_PER_CONNECTION: usize = 100;
@@ -62,8 +63,14 @@ pub struct Stream {
     connect_failures: usize,
     /// The backend's response status, once its head arrived.
     backend_status: u16,
+    /// The request's client (real_ip.rs): the access log's, preview's address.
     client: Option<IpAddr>,
-    tls: bool,
+    /// The connection's peer (after any PROXY header): appended to `X-Forwarded-For`.
+    peer: Option<IpAddr>,
+    /// The peer is a trusted proxy: the client's `X-Forwarded-For` goes up before it.
+    believe_xff: bool,
+    /// Over https: ours, or a trusted proxy's (`X-Forwarded-Proto`).
+    https: bool,
     /// For the access log only (empty while it is off).
     method: String,
     path: String,
@@ -132,6 +139,14 @@ fn compression(session: &mut Session, level: u32) {
     }
 }
 
+/// The request's host as sent: `:authority`, else `Host`.
+fn host_of(req: &RequestHeader) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+}
+
 /// What a response head says about being compressed (request::may_gzip decides).
 fn facts(resp: &ResponseHeader) -> request::ResponseFacts<'_> {
     let h = &resp.headers;
@@ -156,10 +171,25 @@ impl Gateway {
         text: &str,
         rules: &[crate::config::HeaderRule],
     ) -> bool {
+        self.answer_with(session, status, text, None, rules).await
+    }
+
+    /// [`Self::answer`] with a `Location` (the 308 of `redirect_https`).
+    async fn answer_with(
+        &self,
+        session: &mut Session,
+        status: u16,
+        text: &str,
+        location: Option<&str>,
+        rules: &[crate::config::HeaderRule],
+    ) -> bool {
         let Ok(mut head) = ResponseHeader::build(status, Some(4)) else {
             return false;
         };
         let _ = head.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        if let Some(l) = location {
+            let _ = head.insert_header(http::header::LOCATION, l);
+        }
         let _ = head.insert_header(http::header::CONTENT_LENGTH, text.len());
         for r in rules {
             let _ = head.insert_header(r.name.clone(), r.value.clone());
@@ -186,13 +216,55 @@ impl Gateway {
             .is_ok()
     }
 
+    /// Who sent the request (real_ip.rs, the engine's decision): the connection's peer after
+    /// any PROXY header, and what a trusted peer's `X-Forwarded-*` say.
+    fn identify(&self, session: &Session, ctx: &mut Stream) {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| real_ip::canonical(a.ip()));
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let req = session.req_header();
+        let xff = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes());
+        let proto = req.headers.get("x-forwarded-proto").map(|v| v.as_bytes());
+        let sender = real_ip::sender(peer, tls, &self.app.cfg.trusted_proxies, xff, proto);
+        ctx.peer = peer;
+        ctx.client = sender.client;
+        ctx.believe_xff = sender.peer_trusted;
+        ctx.https = sender.https;
+    }
+
+    /// The 308 to https:// of `redirect_https` (redirect.rs); without a host, a 400.
+    async fn to_https(&self, session: &mut Session, port: u16) {
+        let req = session.req_header();
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let rules = &self.app.cfg.headers;
+        match redirect::location(host_of(req), &target, port) {
+            Some(location) => {
+                let text = "switchyard: this site is served over https\n";
+                self.answer_with(session, 308, text, Some(&location), rules)
+                    .await;
+            }
+            None => {
+                let r = Refusal::BadRequest("a redirect to https needs a Host header");
+                self.app.metrics.refused(r.label());
+                let text = format!("switchyard: {}\n", r.reason());
+                self.answer(session, r.status(), &text, rules).await;
+            }
+        }
+    }
+
     fn route_of(&self, session: &Session, ctx: &Stream) -> Option<request::Decision> {
         let req = session.req_header();
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()));
+        let host = host_of(req);
         let steer = self
             .app
             .cfg
@@ -217,11 +289,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Stream) -> Result<bool> {
         let app = &self.app;
-        ctx.client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        self.identify(session, ctx);
         let req = session.req_header();
         if app.cfg.access_log.is_some() {
             ctx.method = req.method.to_string();
@@ -241,6 +309,10 @@ impl ProxyHttp for Gateway {
             let text = format!("switchyard: {}\n", r.reason());
             self.answer(session, r.status(), &text, &app.cfg.headers)
                 .await;
+            return Ok(true);
+        }
+        if let Some(port) = redirect::port_for(&app.cfg, req.uri.path(), ctx.https) {
+            self.to_https(session, port).await;
             return Ok(true);
         }
         let Some(d) = self.route_of(session, ctx) else {
@@ -351,15 +423,17 @@ impl ProxyHttp for Gateway {
         if let Some(p) = &self.app.cfg.preview {
             up.remove_header(p.header.as_str());
         }
-        // One X-Forwarded-For: what earlier proxies said, in order, then this client.
+        // One X-Forwarded-For: what earlier trusted proxies said, in order, then the peer
+        // (engine/head.rs writes the same).
         let mut xff: Vec<u8> = Vec::new();
-        for v in session.req_header().headers.get_all("x-forwarded-for") {
+        let earlier = session.req_header().headers.get_all("x-forwarded-for");
+        for v in earlier.iter().filter(|_| ctx.believe_xff) {
             if !xff.is_empty() {
                 xff.extend_from_slice(b", ");
             }
             xff.extend_from_slice(trim_ows(v.as_bytes()));
         }
-        if let Some(ip) = ctx.client {
+        if let Some(ip) = ctx.peer {
             if !xff.is_empty() {
                 xff.extend_from_slice(b", ");
             }
@@ -371,7 +445,10 @@ impl ProxyHttp for Gateway {
                 up.insert_header("x-forwarded-for", v)?;
             }
         }
-        up.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        up.insert_header(
+            "x-forwarded-proto",
+            if ctx.https { "https" } else { "http" },
+        )?;
         Ok(())
     }
 
