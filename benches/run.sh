@@ -15,6 +15,8 @@
 # Options: --rounds N  --duration S  --switches N  --ws N  --idle N
 #          --rates RATE:SECONDS,...  (constant-rate runs; default 500:10,5000:4)
 #          --only instr,throughput,rate,scaling,switch,ws,idle
+#          --only h2   HTTP/2 requests/s against nginx with http2 on the same certificate
+#                      (h2load; not part of the full run: it needs nghttp2-client)
 # Environment: SWITCHYARD_BIN=path uses a prebuilt binary instead of `cargo build --release`.
 #
 # Installs nginx, haproxy, wrk and valgrind with apt-get when missing. Writes every config into
@@ -122,6 +124,7 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 want instr && { command -v valgrind >/dev/null || need+=(valgrind); }
+want h2 && { command -v h2load >/dev/null || need+=(nghttp2-client); }
 if [[ ${#need[@]} -gt 0 ]]; then
     note "installing ${need[*]} with apt-get"
     SUDO=""
@@ -807,6 +810,131 @@ if want idle; then
         echo
         echo "switchyard RSS ratio to nginx at $IDLE_CONNS: $(ratio "$(kv "$f" "step${IDLE_STEPS}_rss_mb")" "$(kv "$g" "step${IDLE_STEPS}_rss_mb")")x;"
         echo "bytes per connection ratio: $(ratio "$(kv "$f" "step${IDLE_STEPS}_bytes_per_conn")" "$(kv "$g" "step${IDLE_STEPS}_bytes_per_conn")")x."
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# h. HTTP/2 (issue 13): h2load against nginx (http2 on) and switchyard (http2 = true), both with
+# the same self-signed certificate, one worker each, the same HTTP/1.1 nginx backend behind.
+
+if want h2; then
+    say "h. HTTP/2: h2load, $ROUNDS interleaved rounds of ${DURATION}s, over TLS (ALPN h2) and h2c"
+    H2LOAD=$(command -v h2load)
+    read -r P_H2NGINX P_H2CNGINX P_H2SY P_H2CSY P_H2SY_METRICS <<<"$("$LOADGEN" ports --n 5)"
+    d=$TMP/h2
+    mkdir -p "$d/nginx" "$d/sy"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+    start_backend
+    # `listen ... ssl http2` is the form nginx before 1.25.1 knows (Debian 12 ships 1.22);
+    # later versions accept it with a deprecation warning (`http2 on;` there).
+    cat >"$d/nginx/nginx.conf" <<NGINX
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $d/nginx/nginx.pid;
+error_log $d/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $d/nginx/body;
+    proxy_temp_path $d/nginx/proxy;
+    keepalive_requests 10000000;
+    http2_max_requests 10000000;
+    upstream app { server 127.0.0.1:$P_BLUE; keepalive 64; }
+    server {
+        listen 127.0.0.1:$P_H2NGINX ssl http2 backlog=4096;
+        listen 127.0.0.1:$P_H2CNGINX http2 backlog=4096;
+        ssl_certificate $d/cert.pem;
+        ssl_certificate_key $d/key.pem;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$host;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+NGINX
+    start h2-nginx "$NGINX" -p "$d/nginx" -e "$d/nginx/error.log" -c "$d/nginx/nginx.conf"
+    wait_port "$P_H2NGINX" h2-nginx
+    # switchyard: the same, through its own [listen] section (start_switchyard writes only http).
+    cat >"$d/sy/switchyard.toml" <<TOML
+[listen]
+http = "127.0.0.1:$P_H2CSY"
+https = "127.0.0.1:$P_H2SY"
+cert = "$d/cert.pem"
+key = "$d/key.pem"
+http2 = true
+
+[server]
+threads = 1
+
+[admin]
+socket = "$d/sy/admin.sock"
+metrics = "127.0.0.1:$P_H2SY_METRICS"
+
+[state]
+file = "$d/sy/state"
+
+[[route]]
+name = "app"
+path_prefix = "/"
+blue = ["127.0.0.1:$P_BLUE"]
+green = ["127.0.0.1:$P_GREEN"]
+TOML
+    "$BIN" check --config "$d/sy/switchyard.toml" >/dev/null
+    RUST_LOG=warn start h2-switchyard "$BIN" run --config "$d/sy/switchyard.toml"
+    wait_port "$P_H2SY" h2-switchyard
+    declare -A H2URL=(
+        [nginx-tls]="https://127.0.0.1:$P_H2NGINX/"
+        [switchyard-tls]="https://127.0.0.1:$P_H2SY/"
+        [nginx-h2c]="http://127.0.0.1:$P_H2CNGINX/"
+        [switchyard-h2c]="http://127.0.0.1:$P_H2CSY/"
+    )
+    H2_TARGETS=(nginx-tls switchyard-tls nginx-h2c switchyard-h2c)
+    # 32 connections, 10 concurrent streams each: a browser-like multiplexed load.
+    H2_ARGS=(-t 1 -c 32 -m 10 --warm-up-time=1 -D "$DURATION")
+    for t in "${H2_TARGETS[@]}"; do "$H2LOAD" -t 1 -c 4 -n 2000 "${H2URL[$t]}" >/dev/null 2>&1 || true; done
+    for r in $(seq "$ROUNDS"); do
+        for t in "${H2_TARGETS[@]}"; do
+            f=$TMP/h2.$t.$r
+            "$H2LOAD" "${H2_ARGS[@]}" "${H2URL[$t]}" >"$f" 2>&1 || FAILED+=("h2load $t")
+            note "round $r $t: $(grep -o 'finished in .*' "$f" | head -n 1) $(grep -o '[0-9]* succeeded, [0-9]* failed, [0-9]* errored' "$f" | head -n 1)"
+        done
+    done
+    stop h2-switchyard
+    stop h2-nginx
+    stop backend
+    declare -A H2RPS=() H2MEAN=() H2FAIL=() H2PROTO=()
+    for t in "${H2_TARGETS[@]}"; do
+        H2RPS[$t]=$(for r in $(seq "$ROUNDS"); do
+            awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($i == "req/s,") { v = $(i - 1); gsub(/,/, "", v); print v } }' "$TMP/h2.$t.$r"
+        done | median)
+        H2MEAN[$t]=$(awk '/^time for request:/ { print $6; exit }' "$TMP/h2.$t.1")
+        H2FAIL[$t]=$(cat "$TMP"/h2."$t".* | awk '/succeeded, / { for (i = 1; i <= NF; i++) if ($i == "failed,") s += $(i - 1) } END { print s + 0 }')
+        H2PROTO[$t]=$(grep -ho 'Application protocol: [^ ]*' "$TMP/h2.$t.1" | head -n 1 | awk '{ print $3 }')
+    done
+    {
+        echo
+        echo "## HTTP/2"
+        echo
+        echo "\`h2load ${H2_ARGS[*]}\` (32 connections, 10 concurrent streams each), $ROUNDS interleaved rounds;"
+        echo "median requests/s. nginx: one worker, \`listen ... ssl http2\` and a plain \`listen ... http2\`"
+        echo "(h2c), upstream keep-alive 64. switchyard: \`threads = 1\`, \`[listen] http2 = true\` with"
+        echo "\`https\` and \`http\`. Same self-signed P-256 certificate, same nginx backend (HTTP/1.1, 5-byte"
+        echo "body)."
+        echo
+        echo "| listener | nginx req/s | switchyard req/s | switchyard / nginx | mean latency (round 1) nginx / switchyard | failed (all rounds) nginx / switchyard | protocol |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        for l in tls h2c; do
+            n=nginx-$l
+            y=switchyard-$l
+            echo "| $l | ${H2RPS[$n]} | ${H2RPS[$y]} | $(ratio "${H2RPS[$y]}" "${H2RPS[$n]}")x | ${H2MEAN[$n]} / ${H2MEAN[$y]} | ${H2FAIL[$n]} / ${H2FAIL[$y]} | ${H2PROTO[$y]:-?} |"
+        done
     } >>"$MD"
 fi
 

@@ -26,6 +26,7 @@ use crate::color::Color;
 use crate::real_ip::TrustedProxies;
 use crate::verdict::Rules;
 
+mod h2;
 mod https;
 mod trusted;
 
@@ -174,6 +175,9 @@ struct RawListen {
     https: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    /// HTTP/2 to clients: ALPN h2 on `https`, h2c (prior knowledge) on `http`.
+    #[serde(default)]
+    http2: bool,
     /// PROXY protocol v1/v2 from `[server] trusted_proxies` (config/trusted.rs).
     proxy_protocol: Option<Spanned<bool>>,
     /// 308 to https:// on the plain listener (config/https.rs).
@@ -444,6 +448,8 @@ struct RawRoute {
     /// gzip text responses for clients that accept it.
     #[serde(default)]
     gzip: bool,
+    /// HTTP/2 (h2c) to the backends; see config/h2.rs.
+    grpc: Option<Spanned<bool>>,
 }
 
 /// The validated config. Everything here has been checked; nothing downstream re-validates.
@@ -461,6 +467,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// `[access_log]`: where the JSON lines go; `None` when off.
     pub access_log: Option<Destination>,
+    /// `[listen] http2`: HTTP/2 to clients (src/h2/).
+    pub http2: bool,
     /// `[headers] add`: for switchyard's own answers (each route has its merged list).
     pub headers: Vec<HeaderRule>,
     pub threads: usize,
@@ -571,6 +579,8 @@ pub struct RouteConfig {
     /// `[headers] add` merged with the route's own `headers` (the route's win).
     pub headers: Vec<HeaderRule>,
     pub gzip: bool,
+    /// `grpc = true`: reached over HTTP/2 only, forwarded as h2c (src/h2/).
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -753,6 +763,7 @@ fn validate(raw: RawConfig, path: &Path, at: At<'_>) -> Result<Config, ConfigErr
         None => None,
     };
     let routes = route_configs(&raw.route, &health.path, &global_headers, at)?;
+    h2::check_routes(&raw.route, raw.listen.http2, at)?;
     let upgrade_sock = raw.server.upgrade_sock.clone().unwrap_or_else(|| {
         raw.admin
             .socket
@@ -768,6 +779,7 @@ fn validate(raw: RawConfig, path: &Path, at: At<'_>) -> Result<Config, ConfigErr
         redirect_https,
         trusted_proxies,
         access_log,
+        http2: raw.listen.http2,
         headers: global_headers,
         threads,
         upstream_idle_timeout: raw.server.upstream_idle_timeout.0,
@@ -996,6 +1008,7 @@ fn route_config(
         green,
         headers: merge_headers(global_headers, &own),
         gzip: r.gzip,
+        grpc: r.grpc.as_ref().is_some_and(|g| *g.get_ref()),
     })
 }
 

@@ -558,7 +558,7 @@ pub(crate) fn schedule_handover(app: Arc<App>, color: Color, after: Duration) {
         }
         let n = app.tracker.close_websockets(color);
         if n > 0 {
-            tracing::info!(color = %color, websockets = n, "drain deadline: closing websockets with 1012");
+            tracing::info!(color = %color, websockets = n, "drain deadline: closing websockets with 1012, gRPC streams with status 14");
         }
     });
 }

@@ -95,7 +95,8 @@ pub struct WsRegistration {
     color: Color,
     sockets: Arc<Sockets>,
     pub handle: Arc<WsHandle>,
-    _open: Open,
+    /// The WebSocket gauge; a gRPC stream is counted as the request it is.
+    _open: Option<Open>,
 }
 
 impl Drop for WsRegistration {
@@ -120,6 +121,16 @@ impl Tracker {
 
     /// Registers an upgraded connection of `color`.
     pub fn register_websocket(&self, color: Color) -> WsRegistration {
+        self.register(color, Some(self.websocket(color)))
+    }
+
+    /// Registers a gRPC stream of `color` (src/h2/): the same handover as a WebSocket, but
+    /// it ends with `grpc-status: 14` and stays counted as a request only.
+    pub fn register_grpc(&self, color: Color) -> WsRegistration {
+        self.register(color, None)
+    }
+
+    fn register(&self, color: Color, open: Option<Open>) -> WsRegistration {
         let handle = Arc::new(WsHandle::default());
         let id = self.sockets.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.sockets.open[color.idx()]).insert(id, handle.clone());
@@ -128,12 +139,13 @@ impl Tracker {
             color,
             sockets: self.sockets.clone(),
             handle,
-            _open: self.websocket(color),
+            _open: open,
         }
     }
 
     /// Hands every WebSocket of `color` over: each gets a 1012 close frame at its next frame
-    /// boundary. Returns how many were asked to close.
+    /// boundary; every gRPC stream ends with `grpc-status: 14`. Returns how many were asked
+    /// to close.
     pub fn close_websockets(&self, color: Color) -> usize {
         let handles: Vec<Arc<WsHandle>> = lock(&self.sockets.open[color.idx()])
             .values()
@@ -200,6 +212,14 @@ mod tests {
         assert!(r.handle.closing());
         drop(r);
         assert_eq!(t.close_websockets(Color::Green), 0);
+        let g = t.register_grpc(Color::Green);
+        assert_eq!(
+            t.open(Color::Green).websockets,
+            0,
+            "a gRPC stream is a request"
+        );
+        assert_eq!(t.close_websockets(Color::Green), 1);
+        assert!(g.handle.closing());
         assert_eq!(
             drain_line(
                 Color::Blue,

@@ -23,6 +23,9 @@ pub enum Refusal {
     HeaderTooLarge(&'static str),
     /// 405: a method switchyard does not serve (CONNECT: it is not a forward proxy).
     Method(&'static str),
+    /// 505: an HTTP/1.x request for a `grpc = true` route; gRPC needs HTTP/2 (its status
+    /// travels in trailers) and a backend that speaks only gRPC cannot answer HTTP/1.1.
+    Http2Required(&'static str),
 }
 
 impl Refusal {
@@ -31,6 +34,7 @@ impl Refusal {
             Refusal::BadRequest(_) => 400,
             Refusal::HeaderTooLarge(_) => 431,
             Refusal::Method(_) => 405,
+            Refusal::Http2Required(_) => 505,
         }
     }
 
@@ -39,12 +43,16 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) | Refusal::Method(_) => "bad_request",
             Refusal::HeaderTooLarge(_) => "header_too_large",
+            Refusal::Http2Required(_) => "http2_required",
         }
     }
 
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::BadRequest(r) | Refusal::HeaderTooLarge(r) | Refusal::Method(r) => r,
+            Refusal::BadRequest(r)
+            | Refusal::HeaderTooLarge(r)
+            | Refusal::Method(r)
+            | Refusal::Http2Required(r) => r,
         }
     }
 }

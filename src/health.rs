@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http_body_util::Empty;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::net::TcpStream;
@@ -55,22 +56,17 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> Result<u16, String> 
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let conn = tokio::spawn(conn);
         let req = http::Request::builder()
             .uri(path)
             .header(http::header::HOST, addr.to_string())
             .header(http::header::USER_AGENT, "switchyard-health")
-            .header(http::header::CONNECTION, "close")
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("request: {e}"))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        conn.abort();
+        let resp = if backend.h2 {
+            send_h2(stream, req).await?
+        } else {
+            send_h1(stream, req).await?
+        };
         let code = resp.status().as_u16();
         if resp.status().is_success() {
             Ok(code)
@@ -82,6 +78,45 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> Result<u16, String> 
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
+}
+
+type Probe = http::Request<Empty<Bytes>>;
+
+/// One probe over HTTP/1.1 on its own connection (closed after it).
+async fn send_h1(stream: TcpStream, mut req: Probe) -> Result<http::Response<Incoming>, String> {
+    req.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let r = sender.send_request(req).await;
+    conn.abort();
+    r.map_err(|e| format!("request: {e}"))
+}
+
+/// One probe over HTTP/2 with prior knowledge (h2c), as the data path speaks to a gRPC
+/// route's servers; a gRPC server answers a plain GET with 200 (and a grpc-status).
+async fn send_h2(stream: TcpStream, mut req: Probe) -> Result<http::Response<Incoming>, String> {
+    // HTTP/2 carries scheme and authority as pseudo-headers: the URI must be absolute.
+    let host = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .unwrap_or_default();
+    *req.uri_mut() = format!("http://{host}{}", req.uri())
+        .parse()
+        .map_err(|e| format!("request: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("h2c handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let r = sender.send_request(req).await;
+    conn.abort();
+    r.map_err(|e| format!("request: {e}"))
 }
 
 /// Probes one backend forever, publishing each verdict.

@@ -49,6 +49,7 @@ pub mod edge;
 pub mod engine;
 pub mod fault;
 pub mod fleet;
+pub mod h2;
 pub mod health;
 pub mod history;
 pub mod hooks;

@@ -27,6 +27,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "header_too_large",
     "too_many_connections",
     "no_route",
+    "http2_required",
     // Connections closed at accept on a proxy_protocol listener (real_ip::ProxyRefusal).
     "proxy_untrusted",
     "proxy_missing",

@@ -203,6 +203,26 @@ impl Failure {
     }
 }
 
+/// switchyard's own answer when the exchange failed before the backend's head: 502, or 504
+/// when the backend did not answer in time (HTTP/1.1 and HTTP/2 alike).
+pub fn error_page(f: Option<Failure>) -> (u16, &'static str) {
+    match f {
+        Some(Failure::Connect) => (
+            502,
+            "switchyard: no server of this color could be reached\n",
+        ),
+        Some(Failure::Protocol) => (
+            502,
+            "switchyard: the server's response was not valid HTTP\n",
+        ),
+        Some(Failure::Timeout) => (504, "switchyard: the server did not answer in time\n"),
+        _ => (
+            502,
+            "switchyard: the server closed the connection without an answer\n",
+        ),
+    }
+}
+
 /// One finished request, as the data path saw it.
 pub struct Finished<'a> {
     pub route: Option<&'a Route>,
@@ -406,5 +426,8 @@ mod tests {
             );
         }
         assert_eq!(Failure::Connect.fault().kind.label(), "connect");
+        assert_eq!(error_page(Some(Failure::Timeout)).0, 504);
+        assert_eq!(error_page(Some(Failure::Connect)).0, 502);
+        assert_eq!(error_page(Some(Failure::Reset)).0, 502);
     }
 }

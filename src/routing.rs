@@ -31,6 +31,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub color: Color,
     pub health_path: String,
+    /// Spoken to over HTTP/2 (h2c): a server of a `grpc = true` route (src/h2/).
+    pub h2: bool,
     health: AtomicU8,
     /// The checker's last verdict in words, for the `health` command; never read per request.
     detail: Mutex<String>,
@@ -45,6 +47,7 @@ impl Backend {
             addr,
             color,
             health_path,
+            h2: false,
             health: AtomicU8::new(0),
             detail: Mutex::new("not checked yet".into()),
             checked_at_ms: AtomicU64::new(0),
@@ -131,6 +134,8 @@ pub struct Route {
     pub headers: Vec<HeaderRule>,
     /// gzip text responses for clients that accept it.
     pub gzip: bool,
+    /// gRPC: HTTP/2 clients only, h2c to the servers (src/h2/).
+    pub grpc: bool,
 }
 
 impl Route {
@@ -191,14 +196,17 @@ pub struct Router {
 impl Router {
     pub fn new(cfg: &Config, active: Color, metrics: &Metrics) -> Router {
         let mut backends: Vec<Arc<Backend>> = Vec::new();
-        let mut backend = |addr: SocketAddr, color: Color, path: &str| {
+        let mut backend = |addr: SocketAddr, color: Color, path: &str, h2: bool| {
             if let Some(b) = backends
                 .iter()
-                .find(|b| b.addr == addr && b.color == color && b.health_path == path)
+                .find(|b| b.addr == addr && b.color == color && b.health_path == path && b.h2 == h2)
             {
                 return b.clone();
             }
-            let b = Arc::new(Backend::new(addr, color, path.to_string()));
+            let b = Arc::new(Backend {
+                h2,
+                ..Backend::new(addr, color, path.to_string())
+            });
             backends.push(b.clone());
             b
         };
@@ -206,9 +214,21 @@ impl Router {
             .routes
             .iter()
             .map(|r| {
-                let pool = |addrs: &[SocketAddr], c: Color, be: &mut dyn FnMut(SocketAddr, Color, &str) -> Arc<Backend>| {
-                    Pool::new(addrs.iter().map(|a| be(*a, c, &r.health_path)).collect())
-                };
+                let pool = |addrs: &[SocketAddr],
+                                c: Color,
+                                be: &mut dyn FnMut(
+                        SocketAddr,
+                        Color,
+                        &str,
+                        bool,
+                    ) -> Arc<Backend>| {
+                        Pool::new(
+                            addrs
+                                .iter()
+                                .map(|a| be(*a, c, &r.health_path, r.grpc))
+                                .collect(),
+                        )
+                    };
                 let blue = pool(&r.blue, Color::Blue, &mut backend);
                 let green = pool(&r.green, Color::Green, &mut backend);
                 Arc::new(Route {
@@ -219,6 +239,7 @@ impl Router {
                     stats: metrics.route_stats(&r.name),
                     headers: r.headers.clone(),
                     gzip: r.gzip,
+                    grpc: r.grpc,
                 })
             })
             .collect();

@@ -27,6 +27,7 @@ use crate::color::Color;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::fleet::{self, Fleet};
+use crate::h2::H2Front;
 use crate::health::HealthChecker;
 use crate::history;
 use crate::proxy_protocol::ProxyProtocolHook;
@@ -144,7 +145,13 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
 
     // switchyard's own HTTP/1.1 engine serves every client connection (plain, or TLS after
     // pingora's handshake): see src/engine/.
-    let mut proxy = Service::new("proxy".to_string(), Engine::new(app.clone()));
+    let mut engine = Engine::new(app.clone());
+    if app.cfg.http2 {
+        // HTTP/2 connections (ALPN h2, h2c preface) go to pingora-proxy's HTTP/2 server: see
+        // src/h2/.
+        engine = engine.with_http2(H2Front::new(app.clone(), &server.configuration));
+    }
+    let mut proxy = Service::new("proxy".to_string(), engine);
     // No L4 buffers: the engine reads into buffers it lends per read (an idle keep-alive
     // connection holds none) and writes each head in one write.
     proxy.add_listener(
@@ -155,8 +162,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
         // The paths here are never read: the resolver serves the pair, and reload-tls swaps it.
         let mut settings = TlsSettings::intermediate("", "").map_err(StartError::Tls)?;
         settings.set_cert_resolver(resolver.clone());
-        // HTTP/1.1 only: WebSocket upgrades and edge.rs's checks are HTTP/1.1.
-        settings.set_alpn(ALPN::H1);
+        // h2 first when HTTP/2 is on; WebSocket upgrades stay on HTTP/1.1 either way.
+        settings.set_alpn(if app.cfg.http2 { ALPN::H2H1 } else { ALPN::H1 });
         proxy.add_listener(
             ListenerConfig::tcp(t.addr.to_string())
                 .tls(settings)

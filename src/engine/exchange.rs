@@ -56,6 +56,11 @@ pub(crate) struct Answer {
     log: Log,
 }
 
+/// An HTTP/1.x request for a gRPC route (src/h2/ serves those over HTTP/2).
+const GRPC_NEEDS_H2: Refusal = Refusal::Http2Required(
+    "this route serves gRPC, which needs HTTP/2 (TLS with ALPN h2, or h2c with prior knowledge)",
+);
+
 /// A chunked request body that breaks its framing: nobody can say where it ends.
 const BAD_CHUNK: Refusal = Refusal::BadRequest("invalid chunked request body");
 
@@ -176,6 +181,9 @@ fn prepare_routed(
             log,
         });
     };
+    if d.route.grpc {
+        return Step::Refuse(GRPC_NEEDS_H2);
+    }
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
         peer: conn.peer_ip,
@@ -891,21 +899,7 @@ where
 /// the request's body was read whole.
 async fn error_page(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome, body: &Body) -> Next {
     let close = !plan.keep_alive || conn.leaving() || !body.is_done();
-    let (status, text) = match o.failure {
-        Some(Failure::Connect) => (
-            502,
-            "switchyard: no server of this color could be reached\n",
-        ),
-        Some(Failure::Protocol) => (
-            502,
-            "switchyard: the server's response was not valid HTTP\n",
-        ),
-        Some(Failure::Timeout) => (504, "switchyard: the server did not answer in time\n"),
-        _ => (
-            502,
-            "switchyard: the server closed the connection without an answer\n",
-        ),
-    };
+    let (status, text) = request::error_page(o.failure);
     response::write_own(&mut plan.out, status, text, &plan.route.headers, close);
     let sent = bodies::send(
         &mut conn.client,

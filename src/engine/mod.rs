@@ -10,6 +10,10 @@
 //! routes), then either loop, or relay an upgrade (relay.rs). Between requests the
 //! connection holds no buffer and waits at most `idle_timeout`, or until shutdown.
 //!
+//! With `[listen] http2`, a connection that chose `h2` by ALPN, or whose first bytes are the
+//! h2c preface, is handed to src/h2/ (pingora-proxy's HTTP/2 server) instead; the HTTP/1.1
+//! path pays one byte comparison for it, on a connection's first read.
+//!
 //! Failures are named where they happen (`request::Failure`), and backend errors are on
 //! record there; whether an exchange counts against its color is fault.rs's decision, made
 //! once per exchange in `request::finish`. The engine decides nothing about switches.
@@ -34,7 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::{Shutdown, Stream};
+use pingora::protocols::{Shutdown, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
@@ -42,6 +46,7 @@ use tokio::time::{Instant, Sleep};
 use crate::app::App;
 use crate::drain::Open;
 use crate::edge::{refuse_connection, take_slot, Refusal};
+use crate::h2::H2Front;
 use crate::request;
 
 /// The proxy service's application.
@@ -50,6 +55,8 @@ pub struct Engine {
     open: Arc<AtomicUsize>,
     /// Size of every I/O buffer: a whole request head must fit.
     buf_size: usize,
+    /// `[listen] http2`: where HTTP/2 connections go (src/h2/).
+    h2: Option<H2Front>,
 }
 
 impl Engine {
@@ -59,7 +66,14 @@ impl Engine {
             app,
             open: Arc::new(AtomicUsize::new(0)),
             buf_size,
+            h2: None,
         }
+    }
+
+    /// Hands connections that chose HTTP/2 (ALPN `h2`, or the h2c preface) to `front`.
+    pub fn with_http2(mut self, front: H2Front) -> Engine {
+        self.h2 = Some(front);
+        self
     }
 }
 
@@ -79,11 +93,42 @@ impl ServerApp for Engine {
         };
         // Counted until the connection ends, however it ends (the guard drops).
         let _counted = Open::new(self.app.metrics.client_connections());
+        if let Some(h2) = &self.h2 {
+            if stream.selected_alpn_proto() == Some(ALPN::H2) {
+                Box::pin(h2.serve(stream, shutdown)).await;
+                return None;
+            }
+        }
         let mut conn = Conn::new(self, stream, shutdown.clone());
-        conn.serve().await;
+        if conn.serve().await == Served::H2c {
+            // Boxed: rare, and it would otherwise grow every connection's future.
+            Box::pin(self.hand_to_h2c(conn, shutdown)).await;
+            return None;
+        }
         conn.release();
         None
     }
+}
+
+impl Engine {
+    /// An h2c client (the preface was read): the HTTP/2 server reads it again.
+    async fn hand_to_h2c(&self, mut conn: Conn<'_>, shutdown: &ShutdownWatch) {
+        let read = conn.rbuf[..conn.rlen].to_vec();
+        conn.release();
+        let (Some(h2), Some(stream)) = (&self.h2, crate::h2::rewind(conn.client, &read)) else {
+            tracing::warn!("h2c preface on a connection that is not plain TCP; closed");
+            return;
+        };
+        h2.serve(stream, shutdown).await;
+    }
+}
+
+/// How a connection's HTTP/1.1 service ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Done,
+    /// It opened with the HTTP/2 preface (and `[listen] http2` is on).
+    H2c,
 }
 
 /// One client connection.
@@ -137,7 +182,7 @@ impl<'e> Conn<'e> {
         self.app.leaving() || *self.shutdown.borrow()
     }
 
-    async fn serve(&mut self) {
+    async fn serve(&mut self) -> Served {
         let limits = self.app.cfg.limits;
         // The first head must be complete within header_timeout of the accept.
         let mut deadline = Instant::now() + limits.header_timeout;
@@ -149,50 +194,73 @@ impl<'e> Conn<'e> {
         let shutdown = async move { wait_shutdown(&mut rx).await };
         tokio::pin!(shutdown);
         loop {
-            if self.rlen == 0
-                && wait_for_request(&mut deadline, self, timer.as_mut(), shutdown.as_mut())
-                    .await
-                    .is_none()
-            {
-                return;
+            if self.rlen == 0 {
+                match wait_for_request(&mut deadline, self, timer.as_mut(), shutdown.as_mut()).await
+                {
+                    None => return Served::Done,
+                    Some(First::MaybeH2c) if self.engine.h2.is_some() => {
+                        if Box::pin(self.h2c_preface(timer.as_mut())).await {
+                            return Served::H2c;
+                        }
+                    }
+                    Some(_) => {}
+                }
             }
             match exchange::prepare(self) {
                 exchange::Step::NeedMore => {
                     if self.rlen == self.rbuf.len() {
                         // Cannot happen: the buffer holds max_header_bytes + 1, and a head
                         // that long is refused by the parser. Close rather than spin.
-                        return;
+                        return Served::Done;
                     }
                     timer.as_mut().reset(deadline);
                     tokio::select! {
                         r = self.read_more() => match r {
                             Ok(n) if n > 0 => continue,
                             // The client closed or failed mid-head.
-                            _ => return,
+                            _ => return Served::Done,
                         },
                         // Too slow (slowloris).
-                        _ = timer.as_mut() => return,
+                        _ = timer.as_mut() => return Served::Done,
                     }
                 }
                 // Refusals and switchyard's own answers are boxed: rare, and their lingering
                 // close would otherwise grow every connection's future.
                 exchange::Step::Refuse(r) => {
                     Box::pin(self.refuse(r)).await;
-                    return;
+                    return Served::Done;
                 }
                 exchange::Step::Answer(a) => {
                     if Box::pin(exchange::answer(self, a)).await == Next::Close {
-                        return;
+                        return Served::Done;
                     }
                 }
                 exchange::Step::Forward(plan) => {
                     if exchange::forward(self, plan, timer.as_mut()).await == Next::Close {
-                        return;
+                        return Served::Done;
                     }
                 }
             }
             self.served += 1;
             deadline = Instant::now() + limits.header_timeout;
+        }
+    }
+
+    /// Whether the connection opens with the whole HTTP/2 preface (reading more of it, within
+    /// the head deadline, when the first read brought only part).
+    async fn h2c_preface(&mut self, mut timer: Pin<&mut Sleep>) -> bool {
+        loop {
+            match crate::h2::preface(&self.rbuf[..self.rlen]) {
+                crate::h2::Preface::Complete => return true,
+                crate::h2::Preface::No => return false,
+                crate::h2::Preface::Partial => {}
+            }
+            tokio::select! {
+                r = self.read_more() => if !matches!(r, Ok(n) if n > 0) {
+                    return false;
+                },
+                _ = timer.as_mut() => return false,
+            }
         }
     }
 
@@ -303,6 +371,14 @@ impl<'e> Conn<'e> {
     }
 }
 
+/// What the first read of a request brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum First {
+    Request,
+    /// The connection's very first byte is `P`: POST, PUT, PATCH or the HTTP/2 preface.
+    MaybeH2c,
+}
+
 /// Waits for the first byte of the next request with no buffer held: for a connection's
 /// first request until `deadline` (header_timeout from the accept), later at most
 /// `idle_timeout`; never past a shutdown. `None`: close the connection. On a byte, the head
@@ -312,7 +388,7 @@ async fn wait_for_request(
     conn: &mut Conn<'_>,
     mut timer: Pin<&mut Sleep>,
     shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Option<()> {
+) -> Option<First> {
     let limits = conn.app.cfg.limits;
     let until = if conn.served == 0 {
         *deadline
@@ -329,12 +405,19 @@ async fn wait_for_request(
     };
     match read {
         Some((b, n)) if n > 0 => {
+            // The only HTTP/2 check on the HTTP/1.1 path: one byte, on a connection's first
+            // read only.
+            let first = if conn.served > 0 {
+                *deadline = Instant::now() + limits.header_timeout;
+                First::Request
+            } else if b[0] == b'P' {
+                First::MaybeH2c
+            } else {
+                First::Request
+            };
             conn.rbuf = b;
             conn.rlen = n;
-            if conn.served > 0 {
-                *deadline = Instant::now() + limits.header_timeout;
-            }
-            Some(())
+            Some(first)
         }
         Some((b, _)) => {
             pool::give_back(b);

@@ -99,7 +99,8 @@ use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
 pub use proxy_purge::PurgeStatus;
-pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
+// switchyard patch: CutOff, CutOffFuture (see PATCHED.md).
+pub use proxy_trait::{CutOff, CutOffFuture, FailToProxy, ProxyHttp, ProxyWarnLogContext};
 
 pub mod prelude {
     pub use crate::{http_proxy, http_proxy_service, ProxyHttp, ProxyWarnLogContext, Session};

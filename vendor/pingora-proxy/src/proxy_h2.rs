@@ -548,6 +548,9 @@ where
 
         let mut next_upstream_task: Option<HttpTask> = None;
 
+        // switchyard patch: the application may end this request itself (ProxyHttp::cut_off).
+        let mut cut_off = self.inner.cut_off(ctx);
+
         /* duplex mode
          * see the Same function for h1 for more comments
          */
@@ -565,6 +568,8 @@ where
                 .as_mut()
                 .map(|reader| reader.next())
                 .into();
+            // switchyard patch: see ProxyHttp::cut_off.
+            let cut_off_next: OptionFuture<_> = cut_off.as_mut().into();
 
             // partial read support, this check will also be false if cache is disabled.
             let support_cache_partial_read =
@@ -574,6 +579,21 @@ where
             // Similar logic in h1 need to reserve capacity first to avoid deadlock
             // But we don't need to do the same because the h2 client_body pipe is unbounded (never block)
             tokio::select! {
+                // switchyard patch: end the response here, reset the upstream stream.
+                Some(cut) = cut_off_next, if !downstream_state.is_errored() => {
+                    let task = if session.response_written().is_none() {
+                        HttpTask::Header(cut.head, true)
+                    } else {
+                        HttpTask::Trailer(Some(Box::new(cut.trailers)))
+                    };
+                    session.write_response_tasks(vec![task]).await?;
+                    return Error::e_explain(
+                        Custom("cut off"),
+                        "the application ended the response (ProxyHttp::cut_off)",
+                    )
+                    .map_err(|e| e.into_down());
+                },
+
                 // NOTE: cannot avoid this copy since h2 owns the buf
                 body = session.downstream_session.read_body_or_idle(downstream_state.is_done()), if downstream_state.can_poll() => {
                     debug!("downstream event");

@@ -38,6 +38,18 @@ pub enum ProxyWarnLogContext {
     DownstreamCache,
 }
 
+/// switchyard patch: how [ProxyHttp::cut_off] ends a response.
+pub struct CutOff {
+    /// Sent with END_STREAM when no response header was sent yet.
+    pub head: Box<ResponseHeader>,
+    /// Sent (ending the stream) after a response header already went out.
+    pub trailers: http::HeaderMap,
+}
+
+/// switchyard patch: see [ProxyHttp::cut_off].
+pub type CutOffFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = CutOff> + Send + Sync + 'static>>;
+
 /// The interface to control the HTTP proxy
 ///
 /// The methods in [ProxyHttp] are filters/callbacks which will be performed on all requests at their
@@ -51,6 +63,16 @@ pub trait ProxyHttp {
 
     /// Define how the `ctx` should be created.
     fn new_ctx(&self) -> Self::CTX;
+
+    /// switchyard patch: a future that resolves when the proxy itself must end this request
+    /// while it is proxied to an HTTP/2 upstream (switchyard: a gRPC stream at a drain
+    /// deadline). Asked once per upstream attempt. When it resolves, the response it gives is
+    /// written downstream instead of waiting for the upstream: its `head` with END_STREAM if
+    /// no response header went out yet (a trailers-only response), else its `trailers`; the
+    /// upstream stream is then reset with CANCEL. `None` (the default): never.
+    fn cut_off(&self, _ctx: &Self::CTX) -> Option<CutOffFuture> {
+        None
+    }
 
     /// Define where the proxy should send the request to.
     ///
