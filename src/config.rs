@@ -26,6 +26,10 @@ use crate::color::Color;
 use crate::tls;
 use crate::verdict::Rules;
 
+mod cors;
+mod rate_limit;
+mod route_limits;
+
 /// A config that failed to load: where and what, ready to print as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -429,6 +433,11 @@ struct RawRoute {
     /// gzip text responses for clients that accept it.
     #[serde(default)]
     gzip: bool,
+    cors: Option<Spanned<cors::RawCors>>,
+    rate_limit: Option<rate_limit::RawRateLimit>,
+    max_body_bytes: Option<Spanned<u64>>,
+    read_timeout: Option<Spanned<Dur>>,
+    write_timeout: Option<Spanned<Dur>>,
 }
 
 /// The validated config. Everything here has been checked; nothing downstream re-validates.
@@ -550,6 +559,9 @@ pub struct RouteConfig {
     /// `[headers] add` merged with the route's own `headers` (the route's win).
     pub headers: Vec<HeaderRule>,
     pub gzip: bool,
+    pub cors: Option<crate::cors::Policy>,
+    pub rate_limit: Option<crate::rate_limit::Limit>,
+    pub limits: crate::route_limits::RouteLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -880,6 +892,23 @@ fn validate(
         let blue = servers(&r.blue, "blue")?;
         let green = servers(&r.green, "green")?;
         let own = header_rules(&r.headers, &format!("route \"{name}\" headers"), at)?;
+        let cors = r
+            .cors
+            .as_ref()
+            .map(|c| cors::policy(c, &name, at))
+            .transpose()?;
+        let rate_limit = r
+            .rate_limit
+            .as_ref()
+            .map(|l| rate_limit::limit(l, &name, at))
+            .transpose()?;
+        let limits = route_limits::limits(
+            r.max_body_bytes.as_ref(),
+            r.read_timeout.as_ref(),
+            r.write_timeout.as_ref(),
+            &name,
+            at,
+        )?;
         routes.push(RouteConfig {
             name,
             path_prefix: prefix,
@@ -889,6 +918,9 @@ fn validate(
             green,
             headers: merge_headers(&global_headers, &own),
             gzip: r.gzip,
+            cors,
+            rate_limit,
+            limits,
         });
     }
 

@@ -23,6 +23,8 @@ pub enum Refusal {
     HeaderTooLarge(&'static str),
     /// 405: a method switchyard does not serve (CONNECT: it is not a forward proxy).
     Method(&'static str),
+    /// 413: the body is larger than the route's `max_body_bytes`.
+    BodyTooLarge(&'static str),
 }
 
 impl Refusal {
@@ -31,6 +33,7 @@ impl Refusal {
             Refusal::BadRequest(_) => 400,
             Refusal::HeaderTooLarge(_) => 431,
             Refusal::Method(_) => 405,
+            Refusal::BodyTooLarge(_) => 413,
         }
     }
 
@@ -39,12 +42,16 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) | Refusal::Method(_) => "bad_request",
             Refusal::HeaderTooLarge(_) => "header_too_large",
+            Refusal::BodyTooLarge(_) => "body_too_large",
         }
     }
 
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::BadRequest(r) | Refusal::HeaderTooLarge(r) | Refusal::Method(r) => r,
+            Refusal::BadRequest(r)
+            | Refusal::HeaderTooLarge(r)
+            | Refusal::Method(r)
+            | Refusal::BodyTooLarge(r) => r,
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   upstream pool, upgrade relay
 //! - [`request`]: request-level decisions any data path calls: route, color, gzip, accounting
 //! - [`edge`]: the refusal type, raw-byte checks and the connection cap
+//! - [`cors`], [`rate_limit`], [`route_limits`]: per-route CORS, rate limits, body size and
+//!   backend timeouts, as plain-value decisions every data path calls
 //! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
 //! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
@@ -37,6 +39,7 @@ pub mod app;
 pub mod color;
 pub mod config;
 pub mod controller;
+pub mod cors;
 pub mod demo;
 pub mod drain;
 pub mod edge;
@@ -48,7 +51,9 @@ pub mod history;
 pub mod hooks;
 pub mod metrics;
 pub mod progress_bar;
+pub mod rate_limit;
 pub mod request;
+pub mod route_limits;
 pub mod routing;
 pub mod server;
 pub mod state;

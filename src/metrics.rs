@@ -22,11 +22,13 @@ use crate::color::Color;
 const CODES: usize = 600;
 
 /// The `reason` label values of `switchyard_refused_total`.
-pub const REFUSAL_REASONS: [&str; 4] = [
+pub const REFUSAL_REASONS: [&str; 6] = [
     "bad_request",
     "header_too_large",
     "too_many_connections",
     "no_route",
+    "rate_limited",
+    "body_too_large",
 ];
 
 /// Upper bounds (seconds) of `switchyard_request_duration_seconds`.

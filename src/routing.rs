@@ -131,6 +131,12 @@ pub struct Route {
     pub headers: Vec<HeaderRule>,
     /// gzip text responses for clients that accept it.
     pub gzip: bool,
+    /// CORS answered at the edge (cors.rs).
+    pub cors: Option<crate::cors::Policy>,
+    /// The route's limiter, its counts shared by every connection (rate_limit.rs).
+    pub rate_limit: Option<crate::rate_limit::Limiter>,
+    /// Body size and backend timeouts (route_limits.rs).
+    pub limits: crate::route_limits::RouteLimits,
 }
 
 impl Route {
@@ -219,6 +225,9 @@ impl Router {
                     stats: metrics.route_stats(&r.name),
                     headers: r.headers.clone(),
                     gzip: r.gzip,
+                    cors: r.cors.clone(),
+                    rate_limit: r.rate_limit.clone().map(crate::rate_limit::Limiter::new),
+                    limits: r.limits,
                 })
             })
             .collect();

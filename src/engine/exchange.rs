@@ -10,7 +10,7 @@ use std::io;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,7 +20,7 @@ use super::framing::{Body, Framing};
 use super::gzip::Gzip;
 use super::head::{self, Forwarding};
 use super::response::{self, ClientSide, Out};
-use super::{bodies, pool, relay, Conn, Next};
+use super::{bodies, pool, relay, route_policy, Conn, Next};
 use crate::app::App;
 use crate::color::Color;
 use crate::edge::Refusal;
@@ -39,10 +39,16 @@ pub(crate) enum Step {
     Forward(Plan),
 }
 
-/// switchyard's own answer to a well-formed request (404).
+/// switchyard's own answer to a well-formed request (404, a route's 204 preflight, 413, 429).
 pub(crate) struct Answer {
     status: u16,
     body: &'static str,
+    /// The `switchyard_refused_total` reason; `None` for a preflight.
+    refused: Option<&'static str>,
+    /// Header lines beyond the response headers (CORS, `Retry-After`).
+    extra: Vec<u8>,
+    /// The route whose response headers it gets; `None`: the global `[headers] add`.
+    route: Option<Arc<Route>>,
     head_len: usize,
     /// The request has a body (not read): the connection cannot continue after it.
     has_body: bool,
@@ -94,6 +100,14 @@ pub(crate) struct Plan {
     log: Log,
     /// After a 101: where the server-to-client frames stand after what came with it.
     frames: Option<FrameTracker>,
+    /// The CORS lines of the response (route_policy.rs); `None` off CORS routes.
+    cors: Option<Vec<u8>>,
+    /// Read a chunked body whole (at most this many bytes) before sending anything.
+    collect: Option<u64>,
+    expect_continue: bool,
+    /// The route's backend timeouts (`read_timeout`, `write_timeout`, else the global one).
+    read_timeout: Duration,
+    write_timeout: Duration,
 }
 
 /// Parses and checks the head in the client buffer and decides where it goes.
@@ -118,11 +132,30 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         return Step::Answer(Answer {
             status: 404,
             body: "switchyard: no route for this path\n",
+            refused: Some("no_route"),
+            extra: Vec::new(),
+            route: None,
             head_len: req.head_len,
             has_body: req.framing != Framing::Empty,
             keep_alive: req.wants_keep_alive(),
             log,
         });
+    };
+    let admitted = match route_policy::admit(&req, &d.route, conn.client_ip) {
+        Ok(a) => a,
+        Err(local) => {
+            return Step::Answer(Answer {
+                status: local.status,
+                body: local.body,
+                refused: local.refused,
+                extra: local.extra,
+                head_len: req.head_len,
+                has_body: req.framing != Framing::Empty,
+                keep_alive: req.wants_keep_alive(),
+                log,
+                route: Some(d.route),
+            })
+        }
     };
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
@@ -157,17 +190,30 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         ),
         log,
         frames: None,
+        cors: admitted.cors,
+        collect: admitted.collect,
+        expect_continue: req.expect_continue && req.minor > 0,
+        read_timeout: d.route.limits.read_timeout(app.cfg.upstream_read_timeout),
+        write_timeout: d.route.limits.write_timeout(app.cfg.upstream_read_timeout),
         route: d.route,
     })
 }
 
-/// Sends switchyard's own answer (404) with the global response headers.
+/// Sends switchyard's own answer (404, 204 preflight, 413, 429) with the route's response
+/// headers (the global ones without a route). Not a backend's doing: it never touches a
+/// color's counters.
 pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
     let started = Instant::now();
-    conn.app.metrics.refused("no_route");
+    if let Some(reason) = a.refused {
+        conn.app.metrics.refused(reason);
+    }
     let close = a.has_body || !a.keep_alive || conn.leaving();
     let mut out = pool::scratch();
-    response::write_own(&mut out, a.status, a.body, &conn.app.cfg.headers, close);
+    let rules = a
+        .route
+        .as_ref()
+        .map_or(&conn.app.cfg.headers[..], |r| &r.headers[..]);
+    response::write_own_with(&mut out, a.status, a.body, rules, &a.extra, close);
     let sent = conn.client.write_all(&out).await.is_ok() && conn.client.flush().await.is_ok();
     pool::give_back_scratch(out);
     conn.consume(a.head_len);
@@ -291,7 +337,10 @@ async fn run(
     // chunk among them is refused before the backend sees anything.
     let mut body = Body::new(plan.framing);
     let start = plan.head_len;
-    let consumed = match body.feed(&conn.rbuf[start..conn.rlen], &mut |_| {}) {
+    let mut payload = 0u64;
+    let consumed = match body.feed(&conn.rbuf[start..conn.rlen], &mut |p| {
+        payload += p.len() as u64
+    }) {
         Ok(n) => n,
         Err(_) => {
             o.failure = Some(Failure::ClientProtocol);
@@ -305,6 +354,20 @@ async fn run(
     plan.out
         .extend_from_slice(&conn.rbuf[start..start + consumed]);
     conn.consume(start + consumed);
+    if let Some(max) = plan.collect {
+        // Boxed: only chunked bodies on limited routes come here.
+        let whole = Box::pin(collect(
+            conn,
+            plan,
+            &mut body,
+            max,
+            payload,
+            consumed as u64,
+        ));
+        if let Err(f) = whole.await {
+            return Box::pin(refuse_body(conn, o, f)).await;
+        }
+    }
     // Only a request whose body went up whole with the head can be sent again.
     let resendable = plan.idempotent && body.is_done();
 
@@ -332,15 +395,15 @@ async fn run(
                 return Box::pin(error_page(conn, plan, o, &body)).await;
             }
         };
-        if let Err(e) = up.write_all(&plan.out).await {
-            if reused {
+        if let Err(f) = bodies::send_up(&mut up, &plan.out, plan.write_timeout).await {
+            if reused && f == Failure::Reset {
                 // The backend closed this pooled connection while it idled: nothing was
                 // processed, so any request may go again on a new connection.
                 fresh = true;
                 continue;
             }
-            tracing::debug!(server = %plan.backend.addr, "sending the request failed: {e}");
-            o.fail(app, plan.color, Failure::Reset);
+            tracing::debug!(server = %plan.backend.addr, "sending the request failed: {f:?}");
+            o.fail(app, plan.color, f);
             return Box::pin(error_page(conn, plan, o, &body)).await;
         }
         let mut ubuf = pool::buffer(size);
@@ -376,6 +439,84 @@ async fn run(
     }
 }
 
+/// Why a chunked body being collected is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uncollected {
+    /// Over the route's `max_body_bytes`: 413.
+    TooLarge,
+    /// Broken chunk framing: 400.
+    BadChunk,
+    /// The client left or stalled: no answer.
+    Gone(Failure),
+}
+
+/// Reads the rest of a chunked body into `plan.out` behind the upstream head, so the
+/// backend gets all of it or nothing: nginx's `client_max_body_size` with request buffering.
+/// Memory is bounded by the route's limit (route_limits.rs bounds the framing overhead too).
+/// A client that sent `Expect: 100-continue` gets the 100 from here: the backend sees
+/// nothing until the body is whole.
+async fn collect(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    body: &mut Body,
+    max: u64,
+    mut payload: u64,
+    mut raw: u64,
+) -> Result<(), Uncollected> {
+    let stall = conn.app.cfg.limits.idle_timeout;
+    if plan.expect_continue && !body.is_done() {
+        bodies::send(
+            &mut conn.client,
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            conn.app.cfg.client_send_timeout,
+        )
+        .await
+        .map_err(Uncollected::Gone)?;
+    }
+    loop {
+        if crate::route_limits::collected_too_large(max, payload, raw) {
+            return Err(Uncollected::TooLarge);
+        }
+        if body.is_done() {
+            return Ok(());
+        }
+        match bodies::within(stall, conn.read_more()).await {
+            Some(Ok(n)) if n > 0 => {}
+            Some(_) => return Err(Uncollected::Gone(Failure::ClientGone)),
+            None => return Err(Uncollected::Gone(Failure::ClientStalled)),
+        }
+        let n = body
+            .feed(&conn.rbuf[..conn.rlen], &mut |p| payload += p.len() as u64)
+            .map_err(|_| Uncollected::BadChunk)?;
+        plan.out.extend_from_slice(&conn.rbuf[..n]);
+        raw += n as u64;
+        conn.consume(n);
+    }
+}
+
+/// Answers a body that was not collected (413 or 400, or nothing to a client that left)
+/// and closes: the rest of the body is unread.
+async fn refuse_body(conn: &mut Conn<'_>, o: &mut Outcome, why: Uncollected) -> Next {
+    let refusal = match why {
+        Uncollected::TooLarge => Refusal::BodyTooLarge(
+            "the request body is larger than this route takes (max_body_bytes)",
+        ),
+        Uncollected::BadChunk => {
+            o.failure = Some(Failure::ClientProtocol);
+            BAD_CHUNK
+        }
+        Uncollected::Gone(f) => {
+            o.failure = Some(f);
+            return Next::Close;
+        }
+    };
+    if conn.send_refusal(refusal).await {
+        o.status = refusal.status();
+        conn.linger().await;
+    }
+    Next::Close
+}
+
 enum Respond {
     Done {
         next: Next,
@@ -406,7 +547,7 @@ async fn respond(
     // connection forever otherwise.
     let body_stall = cfg.limits.idle_timeout;
     let mut body_deadline = tokio::time::Instant::now() + body_stall;
-    let mut head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+    let mut head_deadline = tokio::time::Instant::now() + plan.read_timeout;
     let head = loop {
         if ulen > 0 {
             match final_head(conn, plan, o, body, &ubuf[..ulen]) {
@@ -465,7 +606,7 @@ async fn respond(
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;
-                    head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+                    head_deadline = tokio::time::Instant::now() + plan.read_timeout;
                 }
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
@@ -477,7 +618,7 @@ async fn respond(
                 Ok(n) if n > 0 => {
                     conn.rlen += n;
                     body_deadline = tokio::time::Instant::now() + body_stall;
-                    if let Err(f) = send_body(conn, body, up).await {
+                    if let Err(f) = send_body(conn, body, up, plan.write_timeout).await {
                         o.fail(conn.app, plan.color, f);
                         if f == Failure::ClientProtocol {
                             if conn.send_refusal(BAD_CHUNK).await {
@@ -489,7 +630,7 @@ async fn respond(
                         return done(Box::pin(error_page(conn, plan, o, body)).await);
                     }
                     if body.is_done() {
-                        head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+                        head_deadline = tokio::time::Instant::now() + plan.read_timeout;
                     }
                 }
                 _ => {
@@ -527,12 +668,13 @@ async fn send_body(
     conn: &mut Conn<'_>,
     body: &mut Body,
     up: &mut TcpStream,
+    write_timeout: Duration,
 ) -> Result<(), Failure> {
     let n = body
         .feed(&conn.rbuf[..conn.rlen], &mut |_| {})
         .map_err(|_| Failure::ClientProtocol)?;
     if n > 0 {
-        bodies::send_up(up, &conn.rbuf[..n], conn.app.cfg.upstream_read_timeout).await?;
+        bodies::send_up(up, &conn.rbuf[..n], write_timeout).await?;
         conn.consume(n);
     }
     Ok(())
@@ -599,6 +741,7 @@ fn final_head(
         http10: plan.http10,
         close: client_close,
         gzip,
+        cors: plan.cors.as_deref(),
     };
     response::write_client(&r, &side, &mut plan.out);
     o.status = r.status;
@@ -690,7 +833,7 @@ async fn duplex(
     }
     let bounds = bodies::Bounds {
         client_stall: app.cfg.limits.idle_timeout,
-        upstream: app.cfg.upstream_read_timeout,
+        upstream: plan.write_timeout,
     };
     let (mut cr, mut cw) = tokio::io::split(&mut conn.client);
     let (mut ur, mut uw) = up.split();
@@ -794,7 +937,7 @@ where
         if rbody.is_done() {
             return Relayed::Whole { extra: ulen > 0 };
         }
-        match bodies::within(app.cfg.upstream_read_timeout, up.read(&mut ubuf[ulen..])).await {
+        match bodies::within(plan.read_timeout, up.read(&mut ubuf[ulen..])).await {
             Some(Ok(k)) if k > 0 => ulen += k,
             None => {
                 tracing::debug!(server = %plan.backend.addr, "the response body stalled");
@@ -839,7 +982,15 @@ async fn error_page(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome, body:
             "switchyard: the server closed the connection without an answer\n",
         ),
     };
-    response::write_own(&mut plan.out, status, text, &plan.route.headers, close);
+    let cors = plan.cors.as_deref().unwrap_or_default();
+    response::write_own_with(
+        &mut plan.out,
+        status,
+        text,
+        &plan.route.headers,
+        cors,
+        close,
+    );
     let sent = bodies::send(
         &mut conn.client,
         &plan.out,

@@ -1,0 +1,79 @@
+//! `[[route]] cors = { ... }`: its raw (serde) form and its validation into a
+//! [`crate::cors::Policy`], each mistake located at FILE:LINE:COL. The matching itself is
+//! crate::cors's.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Dur};
+use crate::cors::{check_origin, is_token, Parts, Policy};
+
+type List = Vec<Spanned<String>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCors {
+    origins: Spanned<List>,
+    /// Default: the CORS-safelisted methods a page may send without asking.
+    methods: Option<Spanned<List>>,
+    #[serde(default)]
+    headers: List,
+    #[serde(default)]
+    expose: List,
+    #[serde(default)]
+    credentials: bool,
+    max_age: Option<Spanned<Dur>>,
+}
+
+/// Validates one route's `cors`.
+pub(super) fn policy(
+    raw: &Spanned<RawCors>,
+    route: &str,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+) -> Result<Policy, ConfigError> {
+    let c = raw.get_ref();
+    for o in c.origins.get_ref() {
+        check_origin(o.get_ref())
+            .map_err(|m| at(o.span(), format!("route \"{route}\" cors: {m}")))?;
+    }
+    let default_methods = ["GET", "HEAD", "POST"].map(|m| Spanned::new(0..0, m.to_string()));
+    let methods = c
+        .methods
+        .as_ref()
+        .map(|m| m.get_ref().as_slice())
+        .unwrap_or(&default_methods);
+    for (what, list) in [
+        ("methods", methods),
+        ("headers", &c.headers),
+        ("expose", &c.expose),
+    ] {
+        for v in list {
+            if !is_token(v.get_ref()) {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "route \"{route}\" cors {what}: \"{}\" is not a valid {}",
+                        v.get_ref(),
+                        if what == "methods" {
+                            "method name"
+                        } else {
+                            "header name"
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    let strings = |l: &[Spanned<String>]| l.iter().map(|s| s.get_ref().clone()).collect();
+    Policy::new(&Parts {
+        origins: strings(c.origins.get_ref()),
+        methods: strings(methods),
+        headers: strings(&c.headers),
+        expose: strings(&c.expose),
+        credentials: c.credentials,
+        max_age: c.max_age.as_ref().map(|d| d.get_ref().0),
+    })
+    .map_err(|m| at(raw.span(), format!("route \"{route}\" cors: {m}")))
+}
