@@ -77,3 +77,42 @@ pub(super) fn policy(
     })
     .map_err(|m| at(raw.span(), format!("route \"{route}\" cors: {m}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::route_limits::parse_route;
+
+    #[test]
+    fn the_design_example_is_read() {
+        let c = parse_route(r#"cors = { origins = ["https://app.example.com", "https://*.example.com"], methods = ["GET", "POST"], headers = ["content-type"], credentials = true, max_age = "10m" }"#)
+            .expect("valid");
+        let p = c.routes[0].cors.as_ref().expect("policy");
+        assert!(p.allow(Some(b"https://x.example.com")).is_some());
+        let defaults = parse_route(r#"cors = { origins = ["*"] }"#).expect("valid");
+        let h = defaults.routes[0]
+            .cors
+            .as_ref()
+            .expect("policy")
+            .preflight(Some(b"https://a.org"), Some(b"HEAD"));
+        assert!(h
+            .iter()
+            .any(|(n, v)| *n == "Access-Control-Allow-Methods" && v == b"GET, HEAD, POST"));
+    }
+
+    #[test]
+    fn bad_policies_are_located() {
+        for (lines, want) in [
+            (r#"cors = { origins = ["https://a.com", "https://b.com/"] }"#, "sy.toml:9:38: route \"api\" cors: origin \"https://b.com/\" is not valid"),
+            (r#"cors = { origins = ["https://*.com"] }"#, "sy.toml:9:21: route \"api\" cors: origin \"https://*.com\": a wildcard must be followed"),
+            (r#"cors = { origins = ["*"], credentials = true }"#, "sy.toml:9:8: route \"api\" cors: credentials = true cannot go with origins = [\"*\"]"),
+            (r#"cors = { origins = ["*"], methods = ["GET", "P O"] }"#, "sy.toml:9:45: route \"api\" cors methods: \"P O\" is not a valid method name"),
+            (r#"cors = { origins = ["*"], headers = ["x:y"] }"#, "sy.toml:9:38: route \"api\" cors headers: \"x:y\" is not a valid header name"),
+            (r#"cors = { origins = ["https://a.com"], credentials = true, methods = ["*"] }"#, "sy.toml:9:8: route \"api\" cors: methods: \"*\" is only a wildcard without credentials"),
+            (r#"cors = { origins = ["https://a.com"], max_age = "10" }"#, "sy.toml:9:49: duration \"10\" has no unit"),
+            (r#"cors = { origin = ["https://a.com"] }"#, "sy.toml:9:10: unknown field `origin`"),
+        ] {
+            let e = parse_route(lines).expect_err(lines).to_string();
+            assert!(e.starts_with(want), "{lines}: {e}");
+        }
+    }
+}

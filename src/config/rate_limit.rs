@@ -72,3 +72,48 @@ fn key_source(s: &str) -> Result<KeySource, String> {
         .map_err(|_| format!("key \"{s}\": \"{name}\" is not a valid header name"))?;
     Ok(KeySource::Header(lower))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::route_limits::parse_route;
+    use super::*;
+
+    #[test]
+    fn limits_are_read_with_defaults() {
+        let c = parse_route(
+            "rate_limit = { per_second = 100, burst = 200, key = \"header:X-Api-Key\" }",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.routes[0].rate_limit,
+            Some(Limit {
+                per_second: 100,
+                burst: 200,
+                key: KeySource::Header("x-api-key".into())
+            })
+        );
+        let c = parse_route("rate_limit = { per_second = 5 }").expect("valid");
+        assert_eq!(
+            c.routes[0].rate_limit,
+            Some(Limit {
+                per_second: 5,
+                burst: 5,
+                key: KeySource::Ip
+            })
+        );
+    }
+
+    #[test]
+    fn bad_limits_are_located() {
+        for (lines, want) in [
+            ("rate_limit = { per_second = 0 }", "sy.toml:9:29: route \"api\" rate_limit: per_second must be at least 1"),
+            ("rate_limit = { per_second = 10, burst = 5 }", "sy.toml:9:41: route \"api\" rate_limit: burst (5) must be at least per_second (10)"),
+            ("rate_limit = { per_second = 1, key = \"cookie\" }", "sy.toml:9:38: route \"api\" rate_limit: key \"cookie\" must be \"ip\" or \"header:NAME\""),
+            ("rate_limit = { per_second = 1, key = \"header:x y\" }", "sy.toml:9:38: route \"api\" rate_limit: key \"header:x y\": \"x y\" is not a valid header name"),
+            ("rate_limit = { per_second = 1, per_minute = 3 }", "sy.toml:9:32: unknown field `per_minute`"),
+        ] {
+            let e = parse_route(lines).expect_err(lines).to_string();
+            assert!(e.starts_with(want), "{lines}: {e}");
+        }
+    }
+}

@@ -37,3 +37,50 @@ pub(super) fn limits(
         write_timeout: positive(write_timeout, "write_timeout")?,
     })
 }
+
+/// Config text with one route carrying `lines`, parsed (for the route policies' tests).
+#[cfg(test)]
+pub(super) fn parse_route(lines: &str) -> Result<super::Config, ConfigError> {
+    let text = format!(
+        "[listen]\nhttp = \"127.0.0.1:8000\"\n\n[[route]]\nname = \"api\"\npath_prefix = \"/\"\nblue = [\"127.0.0.1:3000\"]\ngreen = [\"127.0.0.1:3001\"]\n{lines}\n"
+    );
+    super::Config::parse(std::path::Path::new("sy.toml"), &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_read_and_bad_ones_located() {
+        let c =
+            parse_route("max_body_bytes = 1048576\nread_timeout = \"30s\"\nwrite_timeout = \"5s\"")
+                .expect("valid");
+        let l = c.routes[0].limits;
+        assert_eq!(l.max_body_bytes, Some(1 << 20));
+        assert_eq!(l.read_timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(l.write_timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(
+            parse_route("").expect("none").routes[0].limits,
+            RouteLimits::default()
+        );
+        for (lines, want) in [
+            (
+                "max_body_bytes = 0",
+                "sy.toml:9:18: route \"api\": max_body_bytes must be at least 1",
+            ),
+            (
+                "read_timeout = \"0s\"",
+                "sy.toml:9:16: route \"api\": read_timeout must be greater than zero",
+            ),
+            (
+                "write_timeout = \"5\"",
+                "sy.toml:9:17: duration \"5\" has no unit",
+            ),
+            ("max_body_bytes = -1", "sy.toml:9:18:"),
+        ] {
+            let e = parse_route(lines).expect_err(lines).to_string();
+            assert!(e.starts_with(want), "{lines}: {e}");
+        }
+    }
+}
