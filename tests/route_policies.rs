@@ -527,3 +527,35 @@ async fn write_timeout_per_route_gives_504_when_the_backend_stops_reading() {
     sender.abort();
     held.abort();
 }
+
+/// switchyard's own answers to HEAD carry no body: the next response on the connection
+/// must not start inside one.
+#[tokio::test]
+async fn own_answers_to_head_requests_have_no_body() {
+    let be = RawBackend::start().await;
+    let p = proxy_with(
+        &be,
+        r#"rate_limit = { per_second = 1, burst = 1, key = "ip" }"#,
+    )
+    .await;
+    let mut c = RawClient::connect(p.addr()).await;
+    c.send(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /api/b HTTP/1.1\r\nHost: x\r\n\r\nGET /api/c HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let first = c
+        .response(false, Duration::from_secs(5))
+        .await
+        .expect("200");
+    assert_eq!(first.status, 200);
+    let head = c
+        .response(true, Duration::from_secs(5))
+        .await
+        .expect("429 to HEAD");
+    assert_eq!(head.status, 429);
+    let third = c
+        .response(false, Duration::from_secs(5))
+        .await
+        .expect("429");
+    assert_eq!(third.status, 429);
+    assert!(third.body_text().contains("too many requests"));
+}

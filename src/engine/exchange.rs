@@ -52,6 +52,8 @@ pub(crate) struct Answer {
     head_len: usize,
     /// The request has a body (not read): the connection cannot continue after it.
     has_body: bool,
+    /// A HEAD request: the head only (a body would be read as the next response).
+    is_head: bool,
     keep_alive: bool,
     log: Log,
 }
@@ -137,6 +139,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
             route: None,
             head_len: req.head_len,
             has_body: req.framing != Framing::Empty,
+            is_head: req.is_head(),
             keep_alive: req.wants_keep_alive(),
             log,
         });
@@ -151,6 +154,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
                 extra: local.extra,
                 head_len: req.head_len,
                 has_body: req.framing != Framing::Empty,
+                is_head: req.is_head(),
                 keep_alive: req.wants_keep_alive(),
                 log,
                 route: Some(d.route),
@@ -214,6 +218,14 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
         .as_ref()
         .map_or(&conn.app.cfg.headers[..], |r| &r.headers[..]);
     response::write_own_with(&mut out, a.status, a.body, rules, &a.extra, close);
+    let body_len = if a.is_head || a.status == 204 {
+        0
+    } else {
+        a.body.len()
+    };
+    if a.is_head {
+        out.truncate(out.len() - a.body.len().min(out.len()));
+    }
     let sent = conn.client.write_all(&out).await.is_ok() && conn.client.flush().await.is_ok();
     pool::give_back_scratch(out);
     conn.consume(a.head_len);
@@ -227,7 +239,7 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
             stage: Stage::BeforeHead,
             failure: None,
             elapsed: started.elapsed(),
-            bytes: a.body.len() as u64,
+            bytes: body_len as u64,
             client: conn.client_ip,
             method: &a.log.method,
             path: &a.log.path,
