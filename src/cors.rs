@@ -184,23 +184,26 @@ impl Policy {
     /// another), and the `Access-Control-*` ones only for an allowed origin.
     pub fn actual(&self, origin: Option<&[u8]>) -> Headers {
         let mut out = Headers::new();
+        self.actual_each(origin, |n, v| out.push((n, v.to_vec())));
+        out
+    }
+
+    /// [`Policy::actual`] without allocating: `field(name, value)` for each header, in order
+    /// (what the hot path uses).
+    pub fn actual_each(&self, origin: Option<&[u8]>, mut field: impl FnMut(&'static str, &[u8])) {
         if !self.any {
-            out.push(("Vary", b"Origin".to_vec()));
+            field("Vary", b"Origin");
         }
         let Some(allowed) = self.allow(origin) else {
-            return out;
+            return;
         };
-        out.push((ALLOW_ORIGIN, allowed.to_vec()));
+        field(ALLOW_ORIGIN, allowed);
         if self.credentials {
-            out.push((ALLOW_CREDENTIALS, b"true".to_vec()));
+            field(ALLOW_CREDENTIALS, b"true");
         }
         if !self.expose.is_empty() {
-            out.push((
-                "Access-Control-Expose-Headers",
-                self.expose.as_bytes().to_vec(),
-            ));
+            field("Access-Control-Expose-Headers", self.expose.as_bytes());
         }
-        out
     }
 
     /// `Access-Control-Request-Method`: a listed method (methods are case-sensitive), or
@@ -237,8 +240,9 @@ impl<'a> OriginParts<'a> {
         if o.len() > MAX_ORIGIN_LEN {
             return None;
         }
-        let sep = o.windows(3).position(|w| w == b"://")?;
-        let (scheme, rest) = (&o[..sep], &o[sep + 3..]);
+        // The scheme ends at the first ':' (it cannot contain one).
+        let sep = o.iter().position(|&b| b == b':')?;
+        let (scheme, rest) = (&o[..sep], o[sep + 1..].strip_prefix(b"//")?);
         if !valid_scheme(scheme) {
             return None;
         }

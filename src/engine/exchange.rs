@@ -311,6 +311,9 @@ pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan, timer: Pin<&mut
         },
     );
     pool::give_back_scratch(std::mem::take(&mut plan.out));
+    if let Some(c) = plan.cors.take() {
+        pool::give_back_scratch(c);
+    }
     next
 }
 

@@ -333,6 +333,11 @@ pub fn push_fields(out: &mut Vec<u8>, fields: &[(&'static str, Vec<u8>)]) {
     }
 }
 
+/// One header line as HTTP/1 writes it.
+pub fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    push_line(out, name.as_bytes(), value);
+}
+
 fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");

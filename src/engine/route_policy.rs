@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use super::framing::Framing;
 use super::head::Request;
-use super::response;
+use super::{pool, response};
 use crate::cors::Policy;
 use crate::rate_limit::{self, Verdict};
 use crate::route_limits::Body;
@@ -60,9 +60,10 @@ pub(crate) fn admit(
         .as_ref()
         .and_then(|_| crate::cors::single(origins()));
     // Refusals on a CORS route carry its headers, so a page can read its 413 or 429.
+    // The buffer is a pooled one the exchange gives back: no allocation per request.
     let cors_lines = |p: &Policy| {
-        let mut out = Vec::new();
-        response::push_fields(&mut out, &p.actual(origin));
+        let mut out = pool::scratch();
+        p.actual_each(origin, |n, v| response::push_field(&mut out, n, v));
         out
     };
     let length = match req.framing {
