@@ -26,6 +26,7 @@ use crate::color::Color;
 use crate::edge::Refusal;
 use crate::fault::Stage;
 use crate::request::{self, Failure, Finished, ResponseFacts};
+use crate::route_limits;
 use crate::routing::{Backend, Route};
 use crate::wsframe::FrameTracker;
 
@@ -104,12 +105,23 @@ pub(crate) struct Plan {
     frames: Option<FrameTracker>,
     /// The CORS lines of the response (route_policy.rs); `None` off CORS routes.
     cors: Option<Vec<u8>>,
-    /// Read a chunked body whole (at most this many bytes) before sending anything.
-    collect: Option<u64>,
     expect_continue: bool,
-    /// The route's backend timeouts (`read_timeout`, `write_timeout`, else the global one).
-    read_timeout: Duration,
-    write_timeout: Duration,
+}
+
+impl Plan {
+    /// How long the backend may stay silent: the route's `read_timeout`, else the global.
+    fn read_timeout(&self, app: &App) -> Duration {
+        self.route
+            .limits
+            .read_timeout(app.cfg.upstream_read_timeout)
+    }
+
+    /// How long a write to the backend may wait: the route's `write_timeout`, else the global.
+    fn write_timeout(&self, app: &App) -> Duration {
+        self.route
+            .limits
+            .write_timeout(app.cfg.upstream_read_timeout)
+    }
 }
 
 /// Parses and checks the head in the client buffer and decides where it goes.
@@ -195,10 +207,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         log,
         frames: None,
         cors: admitted.cors,
-        collect: admitted.collect,
         expect_continue: req.expect_continue && req.minor > 0,
-        read_timeout: d.route.limits.read_timeout(app.cfg.upstream_read_timeout),
-        write_timeout: d.route.limits.write_timeout(app.cfg.upstream_read_timeout),
         route: d.route,
     })
 }
@@ -369,7 +378,9 @@ async fn run(
     plan.out
         .extend_from_slice(&conn.rbuf[start..start + consumed]);
     conn.consume(start + consumed);
-    if let Some(max) = plan.collect {
+    // Computed again rather than carried: the plan crosses every await of the exchange.
+    let chunked = plan.framing == Framing::Chunked;
+    if let route_limits::Body::Collect { max } = plan.route.limits.body(None, chunked) {
         // Boxed: only chunked bodies on limited routes come here.
         let whole = Box::pin(collect(
             conn,
@@ -410,7 +421,7 @@ async fn run(
                 return Box::pin(error_page(conn, plan, o, &body)).await;
             }
         };
-        if let Err(f) = bodies::send_up(&mut up, &plan.out, plan.write_timeout).await {
+        if let Err(f) = bodies::send_up(&mut up, &plan.out, plan.write_timeout(app)).await {
             if reused && f == Failure::Reset {
                 // The backend closed this pooled connection while it idled: nothing was
                 // processed, so any request may go again on a new connection.
@@ -562,7 +573,8 @@ async fn respond(
     // connection forever otherwise.
     let body_stall = cfg.limits.idle_timeout;
     let mut body_deadline = tokio::time::Instant::now() + body_stall;
-    let mut head_deadline = tokio::time::Instant::now() + plan.read_timeout;
+    let (read_timeout, write_timeout) = (plan.read_timeout(conn.app), plan.write_timeout(conn.app));
+    let mut head_deadline = tokio::time::Instant::now() + read_timeout;
     let head = loop {
         if ulen > 0 {
             match final_head(conn, plan, o, body, &ubuf[..ulen]) {
@@ -621,7 +633,7 @@ async fn respond(
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;
-                    head_deadline = tokio::time::Instant::now() + plan.read_timeout;
+                    head_deadline = tokio::time::Instant::now() + read_timeout;
                 }
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
@@ -633,7 +645,7 @@ async fn respond(
                 Ok(n) if n > 0 => {
                     conn.rlen += n;
                     body_deadline = tokio::time::Instant::now() + body_stall;
-                    if let Err(f) = send_body(conn, body, up, plan.write_timeout).await {
+                    if let Err(f) = send_body(conn, body, up, write_timeout).await {
                         o.fail(conn.app, plan.color, f);
                         if f == Failure::ClientProtocol {
                             if conn.send_refusal(BAD_CHUNK).await {
@@ -645,7 +657,7 @@ async fn respond(
                         return done(Box::pin(error_page(conn, plan, o, body)).await);
                     }
                     if body.is_done() {
-                        head_deadline = tokio::time::Instant::now() + plan.read_timeout;
+                        head_deadline = tokio::time::Instant::now() + read_timeout;
                     }
                 }
                 _ => {
@@ -848,7 +860,7 @@ async fn duplex(
     }
     let bounds = bodies::Bounds {
         client_stall: app.cfg.limits.idle_timeout,
-        upstream: plan.write_timeout,
+        upstream: plan.write_timeout(app),
     };
     let (mut cr, mut cw) = tokio::io::split(&mut conn.client);
     let (mut ur, mut uw) = up.split();
@@ -952,7 +964,7 @@ where
         if rbody.is_done() {
             return Relayed::Whole { extra: ulen > 0 };
         }
-        match bodies::within(plan.read_timeout, up.read(&mut ubuf[ulen..])).await {
+        match bodies::within(plan.read_timeout(app), up.read(&mut ubuf[ulen..])).await {
             Some(Ok(k)) if k > 0 => ulen += k,
             None => {
                 tracing::debug!(server = %plan.backend.addr, "the response body stalled");

@@ -1,8 +1,8 @@
 //! A route's own request policies at the HTTP/1.1 engine: reads the fields cors.rs,
 //! rate_limit.rs and route_limits.rs decide on out of the parsed head, and turns their
 //! verdicts into an answer of switchyard's own (204 preflight, 413, 429) or into what the
-//! exchange needs to carry (the CORS lines of the response, whether to collect a chunked
-//! body first). The decisions are theirs; nothing here decides.
+//! exchange needs to carry (the CORS lines of the response). The decisions are theirs;
+//! nothing here decides.
 //!
 //! A route with none of these policies costs three field checks per request.
 
@@ -21,8 +21,6 @@ use crate::routing::Route;
 pub(crate) struct Admitted {
     /// The CORS header lines for the response (`None`: not a CORS route).
     pub cors: Option<Vec<u8>>,
-    /// Chunked body on a limited route: read whole (at most this many payload bytes) first.
-    pub collect: Option<u64>,
 }
 
 /// switchyard's own answer instead of forwarding.
@@ -70,16 +68,16 @@ pub(crate) fn admit(
         Framing::Length(n) => Some(n),
         _ => None,
     };
-    let collect = match route.limits.body(length, req.framing == Framing::Chunked) {
+    // A chunked body to collect is the exchange's to read (route_limits.rs decides again there).
+    match route.limits.body(length, req.framing == Framing::Chunked) {
         Body::TooLarge => return Err(Local {
             status: 413,
             body: "switchyard: the request body is larger than this route takes (max_body_bytes)\n",
             refused: Some("body_too_large"),
             extra: route.cors.as_ref().map(cors_lines).unwrap_or_default(),
         }),
-        Body::Collect { max } => Some(max),
-        Body::Stream => None,
-    };
+        Body::Collect { .. } | Body::Stream => {}
+    }
     if let Some(l) = &route.rate_limit {
         let header = l.header().and_then(|h| req.header(h));
         if let Verdict::Limited { retry_after } =
@@ -98,10 +96,7 @@ pub(crate) fn admit(
         }
     }
     let Some(policy) = &route.cors else {
-        return Ok(Admitted {
-            cors: None,
-            collect,
-        });
+        return Ok(Admitted { cors: None });
     };
     let request_method = req.header("access-control-request-method");
     if Policy::is_preflight(req.method, origins().next(), request_method) {
@@ -116,6 +111,5 @@ pub(crate) fn admit(
     }
     Ok(Admitted {
         cors: Some(cors_lines(policy)),
-        collect,
     })
 }
