@@ -2,12 +2,10 @@
 //! [`crate::cors::Policy`], each mistake located at FILE:LINE:COL. The matching itself is
 //! crate::cors's.
 
-use std::ops::Range;
-
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Dur};
+use super::{At, ConfigError, Dur};
 use crate::cors::{check_origin, is_token, Parts, Policy};
 
 type List = Vec<Spanned<String>>;
@@ -31,7 +29,7 @@ pub(super) struct RawCors {
 pub(super) fn policy(
     raw: &Spanned<RawCors>,
     route: &str,
-    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+    at: At<'_>,
 ) -> Result<Policy, ConfigError> {
     let c = raw.get_ref();
     for o in c.origins.get_ref() {

@@ -2,13 +2,11 @@
 //! validation into a [`crate::rate_limit::Limit`], located at FILE:LINE:COL. Counting is
 //! crate::rate_limit's.
 
-use std::ops::Range;
-
 use http::HeaderName;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::ConfigError;
+use super::{At, ConfigError};
 use crate::rate_limit::{KeySource, Limit};
 
 #[derive(Debug, Deserialize)]
@@ -22,11 +20,7 @@ pub(super) struct RawRateLimit {
 }
 
 /// Validates one route's `rate_limit`.
-pub(super) fn limit(
-    raw: &RawRateLimit,
-    route: &str,
-    at: &dyn Fn(Range<usize>, String) -> ConfigError,
-) -> Result<Limit, ConfigError> {
+pub(super) fn limit(raw: &RawRateLimit, route: &str, at: At<'_>) -> Result<Limit, ConfigError> {
     let per_second = *raw.per_second.get_ref();
     if per_second == 0 {
         return Err(at(

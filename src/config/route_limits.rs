@@ -1,11 +1,9 @@
 //! `[[route]] max_body_bytes`, `read_timeout`, `write_timeout`: their validation into a
 //! [`crate::route_limits::RouteLimits`], located at FILE:LINE:COL.
 
-use std::ops::Range;
-
 use toml::Spanned;
 
-use super::{ConfigError, Dur};
+use super::{At, ConfigError, Dur};
 use crate::route_limits::RouteLimits;
 
 /// Validates one route's limits (the raw fields are the route's own, in config.rs).
@@ -14,7 +12,7 @@ pub(super) fn limits(
     read_timeout: Option<&Spanned<Dur>>,
     write_timeout: Option<&Spanned<Dur>>,
     route: &str,
-    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+    at: At<'_>,
 ) -> Result<RouteLimits, ConfigError> {
     if let Some(m) = max_body_bytes.filter(|m| *m.get_ref() == 0) {
         return Err(at(
