@@ -559,3 +559,35 @@ async fn own_answers_to_head_requests_have_no_body() {
     assert_eq!(third.status, 429);
     assert!(third.body_text().contains("too many requests"));
 }
+
+/// A page must be able to read its 429 or 413: on a CORS route they carry the CORS
+/// headers for an allowed origin (and none for another).
+#[tokio::test]
+async fn refusals_on_a_cors_route_carry_its_headers() {
+    let be = RawBackend::start().await;
+    let policy = format!(
+        "{CORS}\nrate_limit = {{ per_second = 1, burst = 1, key = \"ip\" }}\nmax_body_bytes = 10"
+    );
+    let p = proxy_with(&be, &policy).await;
+    let get = |origin: &str| format!("GET /api/x HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\r\n");
+    assert_eq!(one(&p, &get("https://app.example.com")).await.status, 200);
+    let limited = one(&p, &get("https://app.example.com")).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        header(&limited, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let other = one(&p, &get("https://evil.com")).await;
+    assert_eq!(other.status, 429);
+    assert!(cors_fields(&other).is_empty());
+    let big = one(
+        &p,
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example.com\r\nContent-Length: 11\r\n\r\n",
+    )
+    .await;
+    assert_eq!(big.status, 413);
+    assert_eq!(
+        header(&big, "access-control-allow-origin").as_deref(),
+        Some("https://a.example.com")
+    );
+}
