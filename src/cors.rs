@@ -258,20 +258,31 @@ impl<'a> OriginParts<'a> {
             }
             (&rest[..=end], port_of(&rest[end + 1..])?)
         } else {
-            let end = rest.iter().position(|&b| b == b':').unwrap_or(rest.len());
-            let host = &rest[..end];
-            if host.is_empty()
-                || !host
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            {
+            // One pass: the host ends at its first other byte, which may only start a port.
+            let end = rest
+                .iter()
+                .position(|&b| !HOST_BYTE[usize::from(b)])
+                .unwrap_or(rest.len());
+            if end == 0 {
                 return None;
             }
-            (host, port_of(&rest[end..])?)
+            (&rest[..end], port_of(&rest[end..])?)
         };
         Some(OriginParts { scheme, host, port })
     }
 }
+
+/// The bytes of a host name in an origin: letters, digits, `-`, `.`.
+static HOST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+        i += 1;
+    }
+    t
+};
 
 /// `""` → no port; `":443"` → `443`; anything else is not an origin.
 fn port_of(rest: &[u8]) -> Option<Option<&[u8]>> {
