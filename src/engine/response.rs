@@ -588,6 +588,41 @@ mod tests {
     }
 
     #[test]
+    fn a_cors_route_replaces_the_backends_cors_fields() {
+        let lines = b"Vary: Origin\r\nAccess-Control-Allow-Origin: https://a.com\r\n";
+        let side = ClientSide {
+            cors: Some(lines),
+            ..PLAIN
+        };
+        let (h, _) = client_head(
+            b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\naccess-control-expose-headers: x\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            side,
+        );
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\nVary: Origin\r\nAccess-Control-Allow-Origin: https://a.com\r\n\r\n");
+        let (h, _) = client_head(
+            b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n",
+            PLAIN,
+        );
+        assert!(h.contains("Access-Control-Allow-Origin: *"), "{h}");
+    }
+
+    #[test]
+    fn own_answers_carry_extra_lines_and_204_has_no_body() {
+        let mut out = Vec::new();
+        write_own_with(
+            &mut out,
+            429,
+            "slow down\n",
+            &[],
+            b"Retry-After: 3\r\n",
+            false,
+        );
+        assert_eq!(out, b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nRetry-After: 3\r\n\r\nslow down\n");
+        write_own_with(&mut out, 204, "ignored", &[], b"Vary: Origin\r\n", false);
+        assert_eq!(out, b"HTTP/1.1 204 No Content\r\nVary: Origin\r\n\r\n");
+    }
+
+    #[test]
     fn gzip_replaces_the_length_and_merges_vary() {
         let side = ClientSide {
             rules: &[],
