@@ -25,18 +25,20 @@ pub enum Body {
     Stream,
     /// 413 now: the declared length is over the limit.
     TooLarge,
-    /// Chunked on a limited route: read it whole (at most the limit) before forwarding.
+    /// Of unknown size on a limited route: read it whole (at most the limit) before
+    /// forwarding.
     Collect { max: u64 },
 }
 
 impl RouteLimits {
-    /// The body decision for a request with this `Content-Length` (`None`: none) or a
-    /// chunked body.
-    pub fn body(&self, content_length: Option<u64>, chunked: bool) -> Body {
+    /// The body decision for a request with this `Content-Length` (`None`: none), or a
+    /// body whose size the head does not give (`size_unknown`: chunked in HTTP/1.1, DATA frames
+    /// without `content-length` in HTTP/2).
+    pub fn body(&self, content_length: Option<u64>, size_unknown: bool) -> Body {
         match (self.max_body_bytes, content_length) {
             (None, _) => Body::Stream,
             (Some(max), Some(n)) if n > max => Body::TooLarge,
-            (Some(max), _) if chunked => Body::Collect { max },
+            (Some(max), _) if size_unknown => Body::Collect { max },
             _ => Body::Stream,
         }
     }
@@ -52,7 +54,7 @@ impl RouteLimits {
     }
 }
 
-/// Whether a chunked body being collected is over the limit: its payload, or its raw
+/// Whether a body being collected is over the limit: its payload, or its raw
 /// bytes beyond what honest chunk framing needs (chunk size lines, extensions and trailers
 /// may add up to the payload again plus 16 KiB; more is a client making the buffer grow
 /// with framing alone).
