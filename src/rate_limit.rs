@@ -83,6 +83,10 @@ pub enum Verdict {
 pub struct Limiter {
     limit: Limit,
     rate: Rate,
+    /// Hashes a key once per request (a header value may be kilobytes long); the sketch's
+    /// 12 row lookups then hash only these 8 bytes. Seeded per process, so nobody can aim
+    /// keys at one counter.
+    seed: ahash::RandomState,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -96,7 +100,11 @@ impl std::fmt::Debug for Limiter {
 impl Limiter {
     pub fn new(limit: Limit) -> Limiter {
         let rate = Rate::new_with_estimator_config(limit.window(), HASHES, SLOTS);
-        Limiter { limit, rate }
+        Limiter {
+            limit,
+            rate,
+            seed: ahash::RandomState::new(),
+        }
     }
 
     pub fn source(&self) -> &KeySource {
@@ -113,6 +121,7 @@ impl Limiter {
 
     /// Checks one request and, when it passes, counts it.
     pub fn check(&self, key: Key<'_>) -> Verdict {
+        let key = self.seed.hash_one(key);
         let (prev, curr, fraction) = self.rate.rate_with(&key, |c: RateComponents| {
             (c.prev_samples, c.curr_samples, c.current_interval_fraction)
         });
