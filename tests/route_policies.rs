@@ -591,3 +591,38 @@ async fn refusals_on_a_cors_route_carry_its_headers() {
         Some("https://a.example.com")
     );
 }
+
+/// The keys exactly as DESIGN.md writes them (commented out in its example) pass `check`.
+#[test]
+fn the_design_examples_route_policies_pass_check() {
+    let design = include_str!("fixtures/design.toml");
+    let text = design
+        .replace("# cors = ", "cors = ")
+        .replace("# rate_limit = ", "rate_limit = ")
+        .replace(
+            "# max_body_bytes = 1048576; read_timeout = \"30s\"; write_timeout = \"30s\"",
+            "max_body_bytes = 1048576\nread_timeout = \"30s\"\nwrite_timeout = \"30s\"",
+        );
+    assert_ne!(text, design, "the example's policy lines moved");
+    for key in [
+        "\ncors = {",
+        "\nrate_limit = {",
+        "\nmax_body_bytes = 1048576\n",
+        "\nwrite_timeout = \"30s\"",
+    ] {
+        assert!(text.contains(key), "{key}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("design.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
