@@ -10,9 +10,11 @@
 //! The window is `burst / per_second` seconds long (at least a second: config/rate_limit.rs
 //! refuses `burst < per_second`) and holds at most `burst` requests, estimated as a sliding
 //! window (the previous window's count weighted by how much of it still overlaps, plus the
-//! current one's): the long-run rate is `per_second` and a burst of `burst` passes at once,
-//! like a token bucket. Only admitted requests are counted, so a client that keeps retrying
-//! past its limit gets through again as soon as its rate falls back under it.
+//! current one's): the long-run rate is `per_second` and a burst of `burst` passes at once.
+//! Unlike a token bucket, a key that spent its whole burst waits for the window to slide
+//! (up to `burst / per_second` seconds) rather than one request's worth; `Retry-After` says
+//! exactly how long. Only admitted requests are counted, so a client that keeps retrying
+//! past its limit gets through again as soon as its window allows.
 //!
 //! Plain values in, a verdict out: any data path (HTTP/1.1 engine, HTTP/2) extracts the key
 //! and answers 429 itself. This module does not count refusals in metrics nor write
@@ -144,20 +146,26 @@ pub fn key<'a>(source: &KeySource, client: Option<IpAddr>, header: Option<&'a [u
 }
 
 /// The decision on counts: `prev` requests in the previous window, `curr` in this one,
-/// `fraction` of this one gone. Past the limit, `Retry-After` is how long `per_second`
-/// takes to earn back the excess (rounded up, at least a second).
+/// `fraction` of this one gone. A request passes while the sliding count is under `burst`.
+/// Past it, `Retry-After` is when the count will have slid under `burst` again if nothing
+/// more is admitted meanwhile (rounded up, at least a second).
 pub fn verdict(limit: &Limit, prev: isize, curr: isize, fraction: f64) -> Verdict {
-    // A counter that overflowed reads negative: treat it as full rather than empty.
     let (prev, curr) = (prev.max(0) as f64, curr.max(0) as f64);
-    let weighted = prev * (1.0 - fraction.clamp(0.0, 1.0)) + curr;
+    let f = fraction.clamp(0.0, 1.0);
     let burst = f64::from(limit.burst);
-    if weighted + 1.0 <= burst {
+    if prev * (1.0 - f) + curr < burst {
         return Verdict::Allow;
     }
-    let excess = weighted + 1.0 - burst;
-    let secs = (excess / f64::from(limit.per_second.max(1))).ceil();
+    let w = limit.window().as_secs_f64();
+    let wait = if curr >= burst {
+        // This window alone is full: its end, then until its count has faded under burst.
+        (1.0 - f) * w + (1.0 - burst / curr) * w
+    } else {
+        // The previous window's share must fade to what this one leaves room for.
+        (1.0 - (burst - curr) / prev - f).max(0.0) * w
+    };
     Verdict::Limited {
-        retry_after: secs.clamp(1.0, f64::from(u32::MAX)) as u32,
+        retry_after: wait.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
     }
 }
 
@@ -182,20 +190,36 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_sliding_window() {
+        // 10/s, 20 at once: a 2 s window.
         let l = limit(10, 20);
         assert_eq!(verdict(&l, 0, 0, 0.0), Verdict::Allow);
         assert_eq!(verdict(&l, 0, 19, 0.5), Verdict::Allow);
+        // Full: the window ends in 1 s, and its 20 must fade under 20 (at once).
         assert_eq!(verdict(&l, 0, 20, 0.5), Verdict::Limited { retry_after: 1 });
         // Half of a full previous window still counts.
         assert_eq!(verdict(&l, 20, 0, 0.5), Verdict::Allow);
+        assert_eq!(verdict(&l, 20, 9, 0.5), Verdict::Allow);
+        // 10 of 20 still weigh: they fade to 9 or less (room 20 - 11) at 55%, 0.1 s on.
         assert_eq!(
-            verdict(&l, 20, 10, 0.5),
+            verdict(&l, 20, 11, 0.5),
             Verdict::Limited { retry_after: 1 }
         );
-        assert_eq!(verdict(&l, 20, 0, 0.0), Verdict::Limited { retry_after: 1 });
-        // Far over: the excess at 10/s.
-        assert_eq!(verdict(&l, 0, 55, 0.1), Verdict::Limited { retry_after: 4 });
-        // Overflowed counters never open the gate.
+        // 1/s, 20 at once: a 20 s window; a spent burst waits for it to slide.
+        let slow = limit(1, 20);
+        assert_eq!(
+            verdict(&slow, 0, 20, 0.05),
+            Verdict::Limited { retry_after: 19 }
+        );
+        assert_eq!(
+            verdict(&slow, 20, 10, 0.25),
+            Verdict::Limited { retry_after: 5 }
+        );
+        // Counted past the burst (concurrent admissions): longer still.
+        assert_eq!(
+            verdict(&slow, 0, 40, 0.0),
+            Verdict::Limited { retry_after: 30 }
+        );
+        // Overflowed counters read negative: as if empty, never a panic.
         assert_eq!(verdict(&l, -5, 0, 0.0), Verdict::Allow);
         assert_eq!(
             verdict(&limit(1, 1), 0, 1, 0.0),
