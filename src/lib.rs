@@ -11,6 +11,10 @@
 //! - [`cors`], [`rate_limit`], [`route_limits`]: per-route CORS, rate limits, body size and
 //!   backend timeouts, as plain-value decisions every data path calls
 //! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
+//! - [`sni`]: a certificate per host name, chosen by SNI; the set `reload-tls` swaps
+//! - [`real_ip`]: who the client is behind balancers: `trusted_proxies`, PROXY header and
+//!   `X-Forwarded-For` decisions; [`proxy_protocol`]: the PROXY header read at accept
+//! - [`redirect`]: `redirect_https`: which plain requests get a 308 to https, and where
 //! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
 //! - [`switch`]: the pure switch state machine; [`controller`] drives it and fills
@@ -53,11 +57,15 @@ pub mod history;
 pub mod hooks;
 pub mod metrics;
 pub mod progress_bar;
+pub mod proxy_protocol;
 pub mod rate_limit;
+pub mod real_ip;
+pub mod redirect;
 pub mod request;
 pub mod route_limits;
 pub mod routing;
 pub mod server;
+pub mod sni;
 pub mod state;
 pub mod status;
 pub mod switch;

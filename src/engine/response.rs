@@ -395,6 +395,7 @@ pub fn write_own_with(
 fn reason(status: u16) -> &'static str {
     match status {
         204 => "No Content",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",

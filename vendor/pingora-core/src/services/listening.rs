@@ -238,6 +238,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
+                                    // switchyard patch: a connection the pre-TLS callback
+                                    // refused on purpose is not a server error. See PATCHED.md.
+                                    Err(e) if e.etype() == &pingora_error::ErrorType::ConnectionClosed => {
+                                        debug!("Downstream connection closed before its handshake: {e}");
+                                    }
                                     Err(e) => {
                                         // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
                                         if let Some(addr) = peer_addr {
