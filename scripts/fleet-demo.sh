@@ -37,6 +37,8 @@ cleanup() {
   done
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # etcd preallocates ~80 MB of WAL per member: keep the logs, not the data.
+  rm -rf "$dir"/etcd[0-9]
   echo "fleet-demo: stopped; logs are in $dir"
   exit 0
 }
