@@ -2,7 +2,7 @@
 # CPU profile and heap allocations per proxied request (issues 5 and 11), under callgrind.
 #
 #   benches/profile.sh [--requests N] [--warmup N] [--compare] [--brief] [--out FILE] [--bin PATH]
-#                      [--loadgen PATH]
+#                      [--loadgen PATH] [--name NAME] [--route-extra TOML] [--header "Name: value"]
 #
 # This machine has no hardware counters for perf (`perf stat -e instructions true` says "not
 # supported"), so the profile is valgrind's callgrind: instruction counts (Ir) per request,
@@ -26,7 +26,9 @@
 # benches/results/profile/ for callgrind_annotate or kcachegrind. --out FILE writes
 # NAME_ir_per_req, NAME_allocs_per_req, NAME_reallocs_per_req, NAME_requests as key=value
 # lines (what benches/run.sh reads). --bin (or $SWITCHYARD_BIN) skips `cargo build --release`,
-# --loadgen the build of benches/loadgen.rs.
+# --loadgen the build of benches/loadgen.rs. --route-extra adds lines to switchyard's route (its
+# CORS and rate limit, for run.sh's policies section), --header one field to every request,
+# --name names switchyard's profile (default switchyard) in the files and the --out keys.
 set -Eeuo pipefail
 trap 'echo "profile.sh: line $LINENO: failed: $BASH_COMMAND" >&2' ERR
 
@@ -38,6 +40,9 @@ COMPARE=0
 BRIEF=0
 KV=""
 BIN=${SWITCHYARD_BIN:-}
+SY_NAME=switchyard
+ROUTE_EXTRA=""
+HEADER_ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --requests) REQUESTS=$2; shift ;;
@@ -47,6 +52,9 @@ while [[ $# -gt 0 ]]; do
         --brief) BRIEF=1 ;;
         --out) KV=$2; shift ;;
         --bin) BIN=$2; shift ;;
+        --name) SY_NAME=$2; shift ;;
+        --route-extra) ROUTE_EXTRA=$2; shift ;;
+        --header) HEADER_ARGS=(--header "$2"); shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -162,7 +170,7 @@ profile() { # profile NAME: the process PID[NAME] runs under callgrind on P_PROX
     local pid=${PID[$name]}
     wait_port "$P_PROXY" "$name"
     "$LOADGEN" count --url "http://127.0.0.1:$P_PROXY/" --conns 32 --requests "$REQUESTS" \
-        --warmup "$WARMUP" --label "$name" --out "$TMP/$name.count" \
+        --warmup "$WARMUP" --label "$name" --out "$TMP/$name.count" "${HEADER_ARGS[@]}" \
         --on "callgrind_control --instr=on $pid >/dev/null 2>&1" \
         --off "callgrind_control --dump=$name $pid >/dev/null 2>&1 && callgrind_control --instr=off $pid >/dev/null 2>&1"
     local reqs dump total allocs reallocs per
@@ -218,9 +226,10 @@ name = "app"
 path_prefix = "/"
 blue = ["127.0.0.1:$P_BLUE"]
 green = ["127.0.0.1:$P_GREEN"]
+$ROUTE_EXTRA
 EOF
-RUST_LOG=warn start switchyard "${VG[@]}" --callgrind-out-file="$OUT/switchyard.callgrind" "$BIN" run --config "$s/switchyard.toml"
-profile switchyard
+RUST_LOG=warn start "$SY_NAME" "${VG[@]}" --callgrind-out-file="$OUT/$SY_NAME.callgrind" "$BIN" run --config "$s/switchyard.toml"
+profile "$SY_NAME"
 
 if [[ $COMPARE == 1 ]]; then
     n=$TMP/nginx

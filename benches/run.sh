@@ -7,14 +7,15 @@
 #                             rounds of 10 s, constant-rate latency (500 req/s for 10 s and
 #                             5,000 req/s for 4 s), 1 vs 2 workers (3 rounds of 5 s), 100
 #                             switches under load, ~6,000 idle WebSockets, 10,000 idle
-#                             keep-alive HTTP connections
+#                             keep-alive HTTP connections, and the cost of a route's CORS and
+#                             rate limit (callgrind and wrk, on and off in the same run)
 #   benches/run.sh --quick    the same end to end in under 2 minutes (CI): 1,000 requests
 #                             under callgrind, 1 round of 2 s, 1 s per rate, 10 switches,
 #                             1,000 WebSockets, 1,000 idle connections
 #
 # Options: --rounds N  --duration S  --switches N  --ws N  --idle N
 #          --rates RATE:SECONDS,...  (constant-rate runs; default 500:10,5000:4)
-#          --only instr,throughput,rate,scaling,switch,ws,idle
+#          --only instr,throughput,rate,scaling,switch,ws,idle,policies
 #          --only h2   HTTP/2 requests/s against nginx with http2 on the same certificate
 #                      (h2load; not part of the full run: it needs nghttp2-client)
 # Environment: SWITCHYARD_BIN=path uses a prebuilt binary instead of `cargo build --release`.
@@ -36,7 +37,7 @@ WS_CONNS=""
 IDLE_CONNS=""
 RATES="500:10,5000:4"
 PROFILE_REQUESTS=10000
-ONLY="instr,throughput,rate,scaling,switch,ws,idle"
+ONLY="instr,throughput,rate,scaling,switch,ws,idle,policies"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1; ROUNDS=1; DURATION=2; SWITCHES=10; WS_CONNS=${WS_CONNS:-1000}; IDLE_CONNS=${IDLE_CONNS:-1000}
@@ -183,7 +184,7 @@ loadgen() { # loadgen NAME ARGS...: runs the load client; a failure is reported 
 
 read -r P_BLUE P_GREEN P_NGINX P_HAPROXY P_SY P_SY_METRICS P_WSB P_WSG P_WSNGINX P_WSSY P_WSSY_METRICS \
     P_IDLENGINX P_IDLESY P_IDLESY_METRICS P_NGINX2 P_HAPROXY2 P_SY2 P_SY2_METRICS P_WSHAPROXY \
-    P_IDLEHAPROXY <<<"$("$LOADGEN" ports --n 20)"
+    P_IDLEHAPROXY P_POL P_POL_METRICS <<<"$("$LOADGEN" ports --n 22)"
 
 VERSIONS="switchyard $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), \
 $({ "$NGINX" -v 2>&1 || true; } | sed 's/.*version: //'), \
@@ -410,7 +411,7 @@ mode_desc="full: $ROUNDS rounds of ${DURATION}s, constant rates $RATES (req/s:se
 {
     echo "# switchyard benchmarks"
     echo
-    echo "\`benches/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $ONLY != instr,throughput,rate,scaling,switch,ws,idle ]] && echo " --only $ONLY")\` on $(date -u '+%Y-%m-%d %H:%M UTC') ($mode_desc)."
+    echo "\`benches/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $ONLY != instr,throughput,rate,scaling,switch,ws,idle,policies ]] && echo " --only $ONLY")\` on $(date -u '+%Y-%m-%d %H:%M UTC') ($mode_desc)."
     echo "Machine: $MACHINE, loopback only. Versions: $VERSIONS."
 } >"$HEAD"
 
@@ -939,6 +940,79 @@ TOML
 fi
 
 # ---------------------------------------------------------------------------------------------
+# i. Route policies: what a route's CORS and rate limit cost on the hot path (issue 13)
+
+# The policies under test: an allowed origin is matched (exact and wildcard patterns), echoed
+# with credentials, and every request is checked against a limit it never reaches.
+POLICIES='cors = { origins = ["https://app.example.com", "https://*.example.com"], methods = ["GET", "POST"], headers = ["content-type"], credentials = true, max_age = "10m" }
+rate_limit = { per_second = 100000000, burst = 100000000, key = "ip" }'
+ORIGIN="Origin: https://app.example.com"
+if want policies; then
+    say "i. route policies: CORS + rate limit on and off (callgrind, then $ROUNDS interleaved wrk round(s))"
+    [[ -n "${PID[backend]:-}" ]] || start_backend
+    for v in off on; do
+        extra=()
+        [[ $v == on ]] && extra=(--route-extra "$POLICIES")
+        if ! "$ROOT/benches/profile.sh" --brief --bin "$BIN" --loadgen "$LOADGEN" --name "policies_$v" \
+            --requests "$PROFILE_REQUESTS" --header "$ORIGIN" --out "$TMP/policies.$v.kv" "${extra[@]}" 2>&1 | sed -u 's/^/   /'; then
+            FAILED+=("callgrind profile, policies $v")
+        fi
+    done
+    # One process, two routes to the same backend: `/` without policies, `/edge` with them.
+    start_switchyard policies "$P_POL" "$P_POL_METRICS" "$P_BLUE" "$P_GREEN" 1s "
+[[route]]
+name = \"edge\"
+path_prefix = \"/edge\"
+blue = [\"127.0.0.1:$P_BLUE\"]
+green = [\"127.0.0.1:$P_GREEN\"]
+$POLICIES"
+    declare -A PURL=([off]="http://127.0.0.1:$P_POL/" [on]="http://127.0.0.1:$P_POL/edge")
+    mkdir -p "$TMP/pol"
+    for r in $(seq "$ROUNDS"); do
+        for v in off on; do
+            f=$TMP/pol/$v.$r
+            "$WRK" -t1 -c32 -d"${DURATION}s" --latency -H "$ORIGIN" "${PURL[$v]}" >"$f"
+            rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$f")
+            p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$f")")
+            non2xx=$(awk '/Non-2xx/ { print $5 }' "$f")
+            echo "${rps:--} $p99 ${non2xx:-0}" >"$f.v"
+            printf '   round %d  policies %-3s %8s req/s  p99 %6s ms  non-2xx %s\n' "$r" "$v" "${rps:--}" "$p99" "${non2xx:-0}"
+        done
+    done
+    grep -qi '^access-control-allow-origin: https://app.example.com' \
+        <(curl -si -H "$ORIGIN" "${PURL[on]}" 2>/dev/null | tr -d '\r') \
+        || { FAILED+=("policies: /edge did not answer with CORS headers"); note "!! /edge without CORS headers"; }
+    stop policies
+    declare -A PRPS=() PP99=() PIR=() PAL=()
+    for v in off on; do
+        PRPS[$v]=$(cat "$TMP"/pol/"$v".*.v | awk '{ print $1 }' | median)
+        PP99[$v]=$(cat "$TMP"/pol/"$v".*.v | awk '{ print $2 }' | median)
+        PIR[$v]=$(kv "$TMP/policies.$v.kv" "policies_${v}_ir_per_req")
+        PAL[$v]=$(kv "$TMP/policies.$v.kv" "policies_${v}_allocs_per_req")
+    done
+    {
+        echo
+        echo "## Route policies: CORS and rate limiting on the hot path"
+        echo
+        echo "The same switchyard (threads = 1) and nginx backend as above; every request carries"
+        echo "\`$ORIGIN\`. Off: a route without policies. On: the route has"
+        echo "\`cors\` (exact and wildcard origins, credentials: the origin is matched and echoed, with"
+        echo "\`Vary\`) and \`rate_limit\` keyed by IP with a limit never reached (every request is"
+        echo "checked and counted in the count-min sketch). Instructions: \`benches/profile.sh\` as in"
+        echo "section a ($PROFILE_REQUESTS requests, each setting in its own process). Requests/s: one process with both"
+        echo "routes (\`/\` off, \`/edge\` on), \`wrk -t1 -c32 -d${DURATION}s\`, $ROUNDS interleaved round(s), medians."
+        echo
+        echo "| policies | instructions per request | heap allocations per request | req/s | p99 ms |"
+        echo "| --- | ---: | ---: | ---: | ---: |"
+        for v in off on; do
+            echo "| $v | ${PIR[$v]} | ${PAL[$v]} | ${PRPS[$v]} | ${PP99[$v]} |"
+        done
+        echo
+        echo "On / off: $(ratio "${PIR[on]}" "${PIR[off]}")x instructions, $(ratio "${PRPS[on]}" "${PRPS[off]}")x requests/s."
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Summary: the issue 11 table, each target marked
 
 # judge EXPR VALUES...: "met" / "not met" by an awk condition over $1..$n, "not measured" if one is "-".
@@ -999,7 +1073,7 @@ cat "$HEAD" "$SUM" "$MD" >"$TMP/all.md"
 # A quick or partial run must not overwrite the full run's table that docs/benchmarks.md quotes.
 if [[ $QUICK == 1 ]]; then
     out=$ROOT/benches/results/quick.md
-elif [[ $ONLY != instr,throughput,rate,scaling,switch,ws,idle ]]; then
+elif [[ $ONLY != instr,throughput,rate,scaling,switch,ws,idle,policies ]]; then
     out=$ROOT/benches/results/only.md
 else
     out=$ROOT/benches/results/latest.md

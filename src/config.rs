@@ -27,7 +27,10 @@ use crate::real_ip::TrustedProxies;
 use crate::verdict::Rules;
 
 mod h2;
+mod cors;
 mod https;
+mod rate_limit;
+mod route_limits;
 mod trusted;
 
 pub use https::{sources as tls_sources, CertificateConfig};
@@ -450,6 +453,11 @@ struct RawRoute {
     gzip: bool,
     /// HTTP/2 (h2c) to the backends; see config/h2.rs.
     grpc: Option<Spanned<bool>>,
+    cors: Option<Spanned<cors::RawCors>>,
+    rate_limit: Option<rate_limit::RawRateLimit>,
+    max_body_bytes: Option<Spanned<u64>>,
+    read_timeout: Option<Spanned<Dur>>,
+    write_timeout: Option<Spanned<Dur>>,
 }
 
 /// The validated config. Everything here has been checked; nothing downstream re-validates.
@@ -581,6 +589,9 @@ pub struct RouteConfig {
     pub gzip: bool,
     /// `grpc = true`: reached over HTTP/2 only, forwarded as h2c (src/h2/).
     pub grpc: bool,
+    pub cors: Option<crate::cors::Policy>,
+    pub rate_limit: Option<crate::rate_limit::Limit>,
+    pub limits: crate::route_limits::RouteLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -999,6 +1010,23 @@ fn route_config(
     let blue = servers(&r.blue, &name, "blue", at)?;
     let green = servers(&r.green, &name, "green", at)?;
     let own = header_rules(&r.headers, &format!("route \"{name}\" headers"), at)?;
+    let cors = r
+        .cors
+        .as_ref()
+        .map(|c| cors::policy(c, &name, at))
+        .transpose()?;
+    let rate_limit = r
+        .rate_limit
+        .as_ref()
+        .map(|l| rate_limit::limit(l, &name, at))
+        .transpose()?;
+    let limits = route_limits::limits(
+        r.max_body_bytes.as_ref(),
+        r.read_timeout.as_ref(),
+        r.write_timeout.as_ref(),
+        &name,
+        at,
+    )?;
     Ok(RouteConfig {
         name,
         path_prefix: prefix,
@@ -1009,6 +1037,9 @@ fn route_config(
         headers: merge_headers(global_headers, &own),
         gzip: r.gzip,
         grpc: r.grpc.as_ref().is_some_and(|g| *g.get_ref()),
+        cors,
+        rate_limit,
+        limits,
     })
 }
 

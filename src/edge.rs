@@ -26,6 +26,8 @@ pub enum Refusal {
     /// 505: an HTTP/1.x request for a `grpc = true` route; gRPC needs HTTP/2 (its status
     /// travels in trailers) and a backend that speaks only gRPC cannot answer HTTP/1.1.
     Http2Required(&'static str),
+    /// 413: the body is larger than the route's `max_body_bytes`.
+    BodyTooLarge(&'static str),
 }
 
 impl Refusal {
@@ -35,6 +37,7 @@ impl Refusal {
             Refusal::HeaderTooLarge(_) => 431,
             Refusal::Method(_) => 405,
             Refusal::Http2Required(_) => 505,
+            Refusal::BodyTooLarge(_) => 413,
         }
     }
 
@@ -44,6 +47,7 @@ impl Refusal {
             Refusal::BadRequest(_) | Refusal::Method(_) => "bad_request",
             Refusal::HeaderTooLarge(_) => "header_too_large",
             Refusal::Http2Required(_) => "http2_required",
+            Refusal::BodyTooLarge(_) => "body_too_large",
         }
     }
 
@@ -52,7 +56,8 @@ impl Refusal {
             Refusal::BadRequest(r)
             | Refusal::HeaderTooLarge(r)
             | Refusal::Method(r)
-            | Refusal::Http2Required(r) => r,
+            | Refusal::Http2Required(r)
+            | Refusal::BodyTooLarge(r) => r,
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   upstream pool, upgrade relay
 //! - [`request`]: request-level decisions any data path calls: route, color, gzip, accounting
 //! - [`edge`]: the refusal type, raw-byte checks and the connection cap
+//! - [`cors`], [`rate_limit`], [`route_limits`]: per-route CORS, rate limits, body size and
+//!   backend timeouts, as plain-value decisions every data path calls
 //! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
 //! - [`sni`]: a certificate per host name, chosen by SNI; the set `reload-tls` swaps
 //! - [`real_ip`]: who the client is behind balancers: `trusted_proxies`, PROXY header and
@@ -42,6 +44,7 @@ pub mod clock;
 pub mod color;
 pub mod config;
 pub mod controller;
+pub mod cors;
 pub mod demo;
 pub mod demo_tour;
 pub mod drain;
@@ -56,9 +59,11 @@ pub mod hooks;
 pub mod metrics;
 pub mod progress_bar;
 pub mod proxy_protocol;
+pub mod rate_limit;
 pub mod real_ip;
 pub mod redirect;
 pub mod request;
+pub mod route_limits;
 pub mod routing;
 pub mod server;
 pub mod sni;

@@ -28,6 +28,8 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "too_many_connections",
     "no_route",
     "http2_required",
+    "rate_limited",
+    "body_too_large",
     // Connections closed at accept on a proxy_protocol listener (real_ip::ProxyRefusal).
     "proxy_untrusted",
     "proxy_missing",

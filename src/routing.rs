@@ -136,6 +136,12 @@ pub struct Route {
     pub gzip: bool,
     /// gRPC: HTTP/2 clients only, h2c to the servers (src/h2/).
     pub grpc: bool,
+    /// CORS answered at the edge (cors.rs).
+    pub cors: Option<crate::cors::Policy>,
+    /// The route's limiter, its counts shared by every connection (rate_limit.rs).
+    pub rate_limit: Option<crate::rate_limit::Limiter>,
+    /// Body size and backend timeouts (route_limits.rs).
+    pub limits: crate::route_limits::RouteLimits,
 }
 
 impl Route {
@@ -240,6 +246,9 @@ impl Router {
                     headers: r.headers.clone(),
                     gzip: r.gzip,
                     grpc: r.grpc,
+                    cors: r.cors.clone(),
+                    rate_limit: r.rate_limit.clone().map(crate::rate_limit::Limiter::new),
+                    limits: r.limits,
                 })
             })
             .collect();

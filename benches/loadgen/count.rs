@@ -8,7 +8,8 @@
 //! and warmed up (`--warmup` requests each) first; then, with nothing in flight, `--on` runs
 //! (e.g. `callgrind_control --instr=on PID`); every connection sends its share of
 //! `--requests` back to back; when the last response is in, `--off` runs. The window holds
-//! exactly `--requests` requests and no connection setup.
+//! exactly `--requests` requests and no connection setup. `--header "Name: value"` adds one
+//! field to every request.
 
 use std::process::Command;
 use std::sync::{Arc, Barrier};
@@ -25,7 +26,14 @@ pub fn count_mode(args: &Args) -> Res<()> {
     if conns == 0 || requests < conns {
         return Err("--conns must be at least 1 and --requests at least --conns".into());
     }
-    let request = Arc::new(get_request(&path, &authority));
+    let mut request = get_request(&path, &authority);
+    if let Some(h) = args.str("header") {
+        // `--header "Name: value"`: one more field (what a route's policies look at).
+        request.truncate(request.len() - 2);
+        request.push_str(h);
+        request.push_str("\r\n\r\n");
+    }
+    let request = Arc::new(request);
     // Three meeting points: everyone warmed up (then --on runs), window open, all done.
     let gate = Arc::new(Barrier::new(conns + 1));
     let threads: Vec<_> = (0..conns)

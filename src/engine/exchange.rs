@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,7 +21,7 @@ use super::framing::{Body, Framing};
 use super::gzip::Gzip;
 use super::head::{self, Forwarding};
 use super::response::{self, ClientSide, Out};
-use super::{bodies, pool, relay, Conn, Next};
+use super::{bodies, pool, relay, route_policy, Conn, Next};
 use crate::app::App;
 use crate::color::Color;
 use crate::edge::Refusal;
@@ -29,6 +29,7 @@ use crate::fault::Stage;
 use crate::real_ip;
 use crate::redirect;
 use crate::request::{self, Failure, Finished, ResponseFacts};
+use crate::route_limits;
 use crate::routing::{Backend, Route};
 use crate::wsframe::FrameTracker;
 
@@ -42,16 +43,23 @@ pub(crate) enum Step {
     Forward(Plan),
 }
 
-/// switchyard's own answer to a well-formed request (404, or the 308 of redirect_https).
+/// switchyard's own answer to a well-formed request (404, the 308 of redirect_https, a
+/// route's 204 preflight, 413, 429).
 pub(crate) struct Answer {
     status: u16,
     body: &'static str,
-    /// The redirect's target.
-    location: Option<String>,
+    /// The `switchyard_refused_total` reason; `None` for a preflight.
+    refused: Option<&'static str>,
+    /// Header lines beyond the response headers (CORS, `Retry-After`).
+    extra: Vec<u8>,
+    /// The route whose response headers it gets; `None`: the global `[headers] add`.
+    route: Option<Arc<Route>>,
     client: Option<IpAddr>,
     head_len: usize,
     /// The request has a body (not read): the connection cannot continue after it.
     has_body: bool,
+    /// A HEAD request: the head only (a body would be read as the next response).
+    is_head: bool,
     keep_alive: bool,
     log: Log,
 }
@@ -107,6 +115,25 @@ pub(crate) struct Plan {
     log: Log,
     /// After a 101: where the server-to-client frames stand after what came with it.
     frames: Option<FrameTracker>,
+    /// The CORS lines of the response (route_policy.rs); `None` off CORS routes.
+    cors: Option<Vec<u8>>,
+    expect_continue: bool,
+}
+
+impl Plan {
+    /// How long the backend may stay silent: the route's `read_timeout`, else the global.
+    fn read_timeout(&self, app: &App) -> Duration {
+        self.route
+            .limits
+            .read_timeout(app.cfg.upstream_read_timeout)
+    }
+
+    /// How long a write to the backend may wait: the route's `write_timeout`, else the global.
+    fn write_timeout(&self, app: &App) -> Duration {
+        self.route
+            .limits
+            .write_timeout(app.cfg.upstream_read_timeout)
+    }
 }
 
 /// Parses and checks the head in the client buffer and decides where it goes.
@@ -149,10 +176,13 @@ fn to_https(req: &head::Request<'_, '_>, port: u16, client: Option<IpAddr>, log:
     Step::Answer(Answer {
         status: 308,
         body: "switchyard: this site is served over https\n",
-        location: Some(location),
+        refused: None,
+        extra: format!("Location: {location}\r\n").into_bytes(),
+        route: None,
         client,
         head_len: req.head_len,
         has_body: req.framing != Framing::Empty,
+        is_head: req.is_head(),
         keep_alive: req.wants_keep_alive(),
         log,
     })
@@ -173,10 +203,13 @@ fn prepare_routed(
         return Step::Answer(Answer {
             status: 404,
             body: "switchyard: no route for this path\n",
-            location: None,
+            refused: Some("no_route"),
+            extra: Vec::new(),
+            route: None,
             client,
             head_len: req.head_len,
             has_body: req.framing != Framing::Empty,
+            is_head: req.is_head(),
             keep_alive: req.wants_keep_alive(),
             log,
         });
@@ -184,6 +217,24 @@ fn prepare_routed(
     if d.route.grpc {
         return Step::Refuse(GRPC_NEEDS_H2);
     }
+    let admitted = match route_policy::admit(req, &d.route, client) {
+        Ok(a) => a,
+        Err(local) => {
+            return Step::Answer(Answer {
+                status: local.status,
+                body: local.body,
+                refused: local.refused,
+                extra: local.extra,
+                client,
+                head_len: req.head_len,
+                has_body: req.framing != Framing::Empty,
+                is_head: req.is_head(),
+                keep_alive: req.wants_keep_alive(),
+                log,
+                route: Some(d.route),
+            })
+        }
+    };
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
         peer: conn.peer_ip,
@@ -219,30 +270,35 @@ fn prepare_routed(
         ),
         log,
         frames: None,
+        cors: admitted.cors,
+        expect_continue: req.expect_continue && req.minor > 0,
         route: d.route,
     })
 }
 
-/// Sends switchyard's own answer (404, 308) with the global response headers.
+/// Sends switchyard's own answer (404, 308, 204 preflight, 413, 429) with the route's response
+/// headers (the global ones without a route). Not a backend's doing: it never touches a
+/// color's counters.
 pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
     let started = Instant::now();
-    if a.status == 404 {
-        conn.app.metrics.refused("no_route");
+    if let Some(reason) = a.refused {
+        conn.app.metrics.refused(reason);
     }
     let close = a.has_body || !a.keep_alive || conn.leaving();
     let mut out = pool::scratch();
-    let location = a
-        .location
-        .as_deref()
-        .map(|l| (&b"Location"[..], l.as_bytes()));
-    response::write_own_with(
-        &mut out,
-        a.status,
-        a.body,
-        location,
-        &conn.app.cfg.headers,
-        close,
-    );
+    let rules = a
+        .route
+        .as_ref()
+        .map_or(&conn.app.cfg.headers[..], |r| &r.headers[..]);
+    response::write_own_with(&mut out, a.status, a.body, rules, &a.extra, close);
+    let body_len = if a.is_head || a.status == 204 {
+        0
+    } else {
+        a.body.len()
+    };
+    if a.is_head {
+        out.truncate(out.len() - a.body.len().min(out.len()));
+    }
     let sent = conn.client.write_all(&out).await.is_ok() && conn.client.flush().await.is_ok();
     pool::give_back_scratch(out);
     conn.consume(a.head_len);
@@ -256,7 +312,7 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
             stage: Stage::BeforeHead,
             failure: None,
             elapsed: started.elapsed(),
-            bytes: a.body.len() as u64,
+            bytes: body_len as u64,
             client: a.client,
             method: &a.log.method,
             path: &a.log.path,
@@ -328,6 +384,9 @@ pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan, timer: Pin<&mut
         },
     );
     pool::give_back_scratch(std::mem::take(&mut plan.out));
+    if let Some(c) = plan.cors.take() {
+        pool::give_back_scratch(c);
+    }
     next
 }
 
@@ -366,7 +425,10 @@ async fn run(
     // chunk among them is refused before the backend sees anything.
     let mut body = Body::new(plan.framing);
     let start = plan.head_len;
-    let consumed = match body.feed(&conn.rbuf[start..conn.rlen], &mut |_| {}) {
+    let mut payload = 0u64;
+    let consumed = match body.feed(&conn.rbuf[start..conn.rlen], &mut |p| {
+        payload += p.len() as u64
+    }) {
         Ok(n) => n,
         Err(_) => {
             o.failure = Some(Failure::ClientProtocol);
@@ -380,6 +442,22 @@ async fn run(
     plan.out
         .extend_from_slice(&conn.rbuf[start..start + consumed]);
     conn.consume(start + consumed);
+    // Computed again rather than carried: the plan crosses every await of the exchange.
+    let chunked = plan.framing == Framing::Chunked;
+    if let route_limits::Body::Collect { max } = plan.route.limits.body(None, chunked) {
+        // Boxed: only chunked bodies on limited routes come here.
+        let whole = Box::pin(collect(
+            conn,
+            plan,
+            &mut body,
+            max,
+            payload,
+            consumed as u64,
+        ));
+        if let Err(f) = whole.await {
+            return Box::pin(refuse_body(conn, o, f)).await;
+        }
+    }
     // Only a request whose body went up whole with the head can be sent again.
     let resendable = plan.idempotent && body.is_done();
 
@@ -407,15 +485,15 @@ async fn run(
                 return Box::pin(error_page(conn, plan, o, &body)).await;
             }
         };
-        if let Err(e) = up.write_all(&plan.out).await {
-            if reused {
+        if let Err(f) = bodies::send_up(&mut up, &plan.out, plan.write_timeout(app)).await {
+            if reused && f == Failure::Reset {
                 // The backend closed this pooled connection while it idled: nothing was
                 // processed, so any request may go again on a new connection.
                 fresh = true;
                 continue;
             }
-            tracing::debug!(server = %plan.backend.addr, "sending the request failed: {e}");
-            o.fail(app, plan.color, Failure::Reset);
+            tracing::debug!(server = %plan.backend.addr, "sending the request failed: {f:?}");
+            o.fail(app, plan.color, f);
             return Box::pin(error_page(conn, plan, o, &body)).await;
         }
         let mut ubuf = pool::buffer(size);
@@ -451,6 +529,84 @@ async fn run(
     }
 }
 
+/// Why a chunked body being collected is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uncollected {
+    /// Over the route's `max_body_bytes`: 413.
+    TooLarge,
+    /// Broken chunk framing: 400.
+    BadChunk,
+    /// The client left or stalled: no answer.
+    Gone(Failure),
+}
+
+/// Reads the rest of a chunked body into `plan.out` behind the upstream head, so the
+/// backend gets all of it or nothing: nginx's `client_max_body_size` with request buffering.
+/// Memory is bounded by the route's limit (route_limits.rs bounds the framing overhead too).
+/// A client that sent `Expect: 100-continue` gets the 100 from here: the backend sees
+/// nothing until the body is whole.
+async fn collect(
+    conn: &mut Conn<'_>,
+    plan: &mut Plan,
+    body: &mut Body,
+    max: u64,
+    mut payload: u64,
+    mut raw: u64,
+) -> Result<(), Uncollected> {
+    let stall = conn.app.cfg.limits.idle_timeout;
+    if plan.expect_continue && !body.is_done() {
+        bodies::send(
+            &mut conn.client,
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            conn.app.cfg.client_send_timeout,
+        )
+        .await
+        .map_err(Uncollected::Gone)?;
+    }
+    loop {
+        if crate::route_limits::collected_too_large(max, payload, raw) {
+            return Err(Uncollected::TooLarge);
+        }
+        if body.is_done() {
+            return Ok(());
+        }
+        match bodies::within(stall, conn.read_more()).await {
+            Some(Ok(n)) if n > 0 => {}
+            Some(_) => return Err(Uncollected::Gone(Failure::ClientGone)),
+            None => return Err(Uncollected::Gone(Failure::ClientStalled)),
+        }
+        let n = body
+            .feed(&conn.rbuf[..conn.rlen], &mut |p| payload += p.len() as u64)
+            .map_err(|_| Uncollected::BadChunk)?;
+        plan.out.extend_from_slice(&conn.rbuf[..n]);
+        raw += n as u64;
+        conn.consume(n);
+    }
+}
+
+/// Answers a body that was not collected (413 or 400, or nothing to a client that left)
+/// and closes: the rest of the body is unread.
+async fn refuse_body(conn: &mut Conn<'_>, o: &mut Outcome, why: Uncollected) -> Next {
+    let refusal = match why {
+        Uncollected::TooLarge => Refusal::BodyTooLarge(
+            "the request body is larger than this route takes (max_body_bytes)",
+        ),
+        Uncollected::BadChunk => {
+            o.failure = Some(Failure::ClientProtocol);
+            BAD_CHUNK
+        }
+        Uncollected::Gone(f) => {
+            o.failure = Some(f);
+            return Next::Close;
+        }
+    };
+    if conn.send_refusal(refusal).await {
+        o.status = refusal.status();
+        conn.linger().await;
+    }
+    Next::Close
+}
+
 enum Respond {
     Done {
         next: Next,
@@ -481,7 +637,8 @@ async fn respond(
     // connection forever otherwise.
     let body_stall = cfg.limits.idle_timeout;
     let mut body_deadline = tokio::time::Instant::now() + body_stall;
-    let mut head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+    let (read_timeout, write_timeout) = (plan.read_timeout(conn.app), plan.write_timeout(conn.app));
+    let mut head_deadline = tokio::time::Instant::now() + read_timeout;
     let head = loop {
         if ulen > 0 {
             match final_head(conn, plan, o, body, &ubuf[..ulen]) {
@@ -540,7 +697,7 @@ async fn respond(
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;
-                    head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+                    head_deadline = tokio::time::Instant::now() + read_timeout;
                 }
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
@@ -552,7 +709,7 @@ async fn respond(
                 Ok(n) if n > 0 => {
                     conn.rlen += n;
                     body_deadline = tokio::time::Instant::now() + body_stall;
-                    if let Err(f) = send_body(conn, body, up).await {
+                    if let Err(f) = send_body(conn, body, up, write_timeout).await {
                         o.fail(conn.app, plan.color, f);
                         if f == Failure::ClientProtocol {
                             if conn.send_refusal(BAD_CHUNK).await {
@@ -564,7 +721,7 @@ async fn respond(
                         return done(Box::pin(error_page(conn, plan, o, body)).await);
                     }
                     if body.is_done() {
-                        head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+                        head_deadline = tokio::time::Instant::now() + read_timeout;
                     }
                 }
                 _ => {
@@ -602,12 +759,13 @@ async fn send_body(
     conn: &mut Conn<'_>,
     body: &mut Body,
     up: &mut TcpStream,
+    write_timeout: Duration,
 ) -> Result<(), Failure> {
     let n = body
         .feed(&conn.rbuf[..conn.rlen], &mut |_| {})
         .map_err(|_| Failure::ClientProtocol)?;
     if n > 0 {
-        bodies::send_up(up, &conn.rbuf[..n], conn.app.cfg.upstream_read_timeout).await?;
+        bodies::send_up(up, &conn.rbuf[..n], write_timeout).await?;
         conn.consume(n);
     }
     Ok(())
@@ -674,6 +832,7 @@ fn final_head(
         http10: plan.http10,
         close: client_close,
         gzip,
+        cors: plan.cors.as_deref(),
     };
     response::write_client(&r, &side, &mut plan.out);
     o.status = r.status;
@@ -765,7 +924,7 @@ async fn duplex(
     }
     let bounds = bodies::Bounds {
         client_stall: app.cfg.limits.idle_timeout,
-        upstream: app.cfg.upstream_read_timeout,
+        upstream: plan.write_timeout(app),
     };
     let (mut cr, mut cw) = tokio::io::split(&mut conn.client);
     let (mut ur, mut uw) = up.split();
@@ -869,7 +1028,7 @@ where
         if rbody.is_done() {
             return Relayed::Whole { extra: ulen > 0 };
         }
-        match bodies::within(app.cfg.upstream_read_timeout, up.read(&mut ubuf[ulen..])).await {
+        match bodies::within(plan.read_timeout(app), up.read(&mut ubuf[ulen..])).await {
             Some(Ok(k)) if k > 0 => ulen += k,
             None => {
                 tracing::debug!(server = %plan.backend.addr, "the response body stalled");
@@ -900,7 +1059,15 @@ where
 async fn error_page(conn: &mut Conn<'_>, plan: &mut Plan, o: &mut Outcome, body: &Body) -> Next {
     let close = !plan.keep_alive || conn.leaving() || !body.is_done();
     let (status, text) = request::error_page(o.failure);
-    response::write_own(&mut plan.out, status, text, &plan.route.headers, close);
+    let cors = plan.cors.as_deref().unwrap_or_default();
+    response::write_own_with(
+        &mut plan.out,
+        status,
+        text,
+        &plan.route.headers,
+        cors,
+        close,
+    );
     let sent = bodies::send(
         &mut conn.client,
         &plan.out,

@@ -26,6 +26,7 @@ pub mod head;
 pub mod pool;
 pub mod relay;
 pub mod response;
+mod route_policy;
 
 mod exchange;
 

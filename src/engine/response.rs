@@ -204,6 +204,9 @@ pub struct ClientSide<'a> {
     pub close: bool,
     /// Compress the body (request.rs decided: route, client, response type).
     pub gzip: bool,
+    /// A CORS route's header lines (cors.rs decided): the backend's own `Access-Control-*`
+    /// fields are dropped and these go out instead. `None`: not a CORS route.
+    pub cors: Option<&'a [u8]>,
 }
 
 /// How the body of `r` goes to the client: compressed when `gzip` (and there is a body),
@@ -240,6 +243,7 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
         // next response. The same rule as head.rs applies to requests.
         let framing_field = matches!(f, Field::ContentLength | Field::TransferEncoding);
         if skip
+            || (side.cors.is_some() && crate::cors::is_cors_field(n))
             || (!framing_field && named_in_connection(r, n))
             || side
                 .rules
@@ -262,6 +266,7 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
     for rule in side.rules {
         push_line(out, &rule.wire_name, rule.value.as_bytes());
     }
+    out.extend_from_slice(side.cors.unwrap_or_default());
     if let Out::Gzip { chunked } = mode {
         out.extend_from_slice(b"Content-Encoding: gzip\r\n");
         if chunked {
@@ -321,6 +326,18 @@ fn start_head(out: &mut Vec<u8>, r: &Response<'_, '_>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Header pairs (cors.rs's) as HTTP/1 lines.
+pub fn push_fields(out: &mut Vec<u8>, fields: &[(&'static str, Vec<u8>)]) {
+    for (n, v) in fields {
+        push_line(out, n.as_bytes(), v);
+    }
+}
+
+/// One header line as HTTP/1 writes it.
+pub fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    push_line(out, name.as_bytes(), value);
+}
+
 fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -339,32 +356,35 @@ fn push_status(out: &mut Vec<u8>, s: u16) {
 /// switchyard's own answer (refusals, 404, 502): a short text body, the given response
 /// headers, and `Connection: close` when the connection ends.
 pub fn write_own(out: &mut Vec<u8>, status: u16, body: &str, rules: &[HeaderRule], close: bool) {
-    write_own_with(out, status, body, None, rules, close)
+    write_own_with(out, status, body, rules, b"", close);
 }
 
-/// [`write_own`] with one more header line (a redirect's `Location`).
+/// [`write_own`] with `extra` header lines (CORS, `Retry-After`); a 204 gets no body and no
+/// framing fields (RFC 9110 §8.6).
 pub fn write_own_with(
     out: &mut Vec<u8>,
     status: u16,
     body: &str,
-    extra: Option<(&[u8], &[u8])>,
     rules: &[HeaderRule],
+    extra: &[u8],
     close: bool,
 ) {
+    let body = if status == 204 { "" } else { body };
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, status);
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
-    if let Some((name, value)) = extra {
-        push_line(out, name, value);
+    if status != 204 {
+        out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     for rule in rules {
         push_line(out, &rule.wire_name, rule.value.as_bytes());
     }
+    out.extend_from_slice(extra);
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -374,10 +394,13 @@ pub fn write_own_with(
 
 fn reason(status: u16) -> &'static str {
     match status {
+        204 => "No Content",
         308 => "Permanent Redirect",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -477,6 +500,7 @@ mod tests {
         http10: false,
         close: false,
         gzip: false,
+        cors: None,
     };
 
     fn rule(name: &str, value: &str) -> HeaderRule {
@@ -505,6 +529,7 @@ mod tests {
             http10: false,
             close: true,
             gzip: false,
+            cors: None,
         };
         let (h, mode) = client_head(
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nx-frame-options: SAMEORIGIN\r\nContent-Length: 2\r\n\r\n",
@@ -564,12 +589,48 @@ mod tests {
     }
 
     #[test]
+    fn a_cors_route_replaces_the_backends_cors_fields() {
+        let lines = b"Vary: Origin\r\nAccess-Control-Allow-Origin: https://a.com\r\n";
+        let side = ClientSide {
+            cors: Some(lines),
+            ..PLAIN
+        };
+        let (h, _) = client_head(
+            b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\naccess-control-expose-headers: x\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            side,
+        );
+        assert_eq!(h, "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\nVary: Origin\r\nAccess-Control-Allow-Origin: https://a.com\r\n\r\n");
+        let (h, _) = client_head(
+            b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n",
+            PLAIN,
+        );
+        assert!(h.contains("Access-Control-Allow-Origin: *"), "{h}");
+    }
+
+    #[test]
+    fn own_answers_carry_extra_lines_and_204_has_no_body() {
+        let mut out = Vec::new();
+        write_own_with(
+            &mut out,
+            429,
+            "slow down\n",
+            &[],
+            b"Retry-After: 3\r\n",
+            false,
+        );
+        assert_eq!(out, b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nRetry-After: 3\r\n\r\nslow down\n");
+        write_own_with(&mut out, 204, "ignored", &[], b"Vary: Origin\r\n", false);
+        assert_eq!(out, b"HTTP/1.1 204 No Content\r\nVary: Origin\r\n\r\n");
+    }
+
+    #[test]
     fn gzip_replaces_the_length_and_merges_vary() {
         let side = ClientSide {
             rules: &[],
             http10: false,
             close: false,
             gzip: true,
+            cors: None,
         };
         let (h, mode) = client_head(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nVary: Origin\r\nContent-Length: 2000\r\n\r\n",
@@ -582,6 +643,7 @@ mod tests {
             http10: true,
             close: true,
             gzip: false,
+            cors: None,
         };
         let (h, mode) = client_head(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
