@@ -15,6 +15,7 @@
 //! once per exchange in `request::finish`. The engine decides nothing about switches.
 
 pub mod bodies;
+mod client;
 pub mod field;
 pub mod framing;
 pub mod gzip;
@@ -34,13 +35,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::{Shutdown, Stream};
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use crate::app::App;
 use crate::drain::Open;
+use client::Client;
 use crate::edge::{refuse_connection, take_slot, Refusal};
 use crate::request;
 
@@ -90,7 +92,7 @@ impl ServerApp for Engine {
 pub(crate) struct Conn<'e> {
     pub(crate) engine: &'e Engine,
     pub(crate) app: &'e App,
-    pub(crate) client: Stream,
+    pub(crate) client: Client,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) tls: bool,
     shutdown: ShutdownWatch,
@@ -117,7 +119,7 @@ impl<'e> Conn<'e> {
         Conn {
             engine,
             app: &engine.app,
-            client,
+            client: Client::new(client),
             client_ip,
             tls,
             shutdown,
@@ -273,11 +275,7 @@ impl<'e> Conn<'e> {
     /// moment, then close.
     pub(crate) async fn linger(&mut self) {
         self.release();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            Shutdown::shutdown(&mut *self.client),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.shutdown()).await;
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             let mut total = 0usize;
             while total < 1 << 20 {
@@ -318,7 +316,7 @@ async fn wait_for_request(
     timer.as_mut().reset(until);
     let size = conn.engine.buf_size;
     let read = tokio::select! {
-        r = relay::read_lent(&mut conn.client, size) => r.ok(),
+        r = std::future::poll_fn(|cx| conn.client.poll_read_lent(cx, size)) => r.ok(),
         _ = shutdown => None,
         _ = timer => None,
     };
