@@ -20,7 +20,7 @@ use super::framing::{Body, Framing};
 use super::gzip::Gzip;
 use super::head::{self, Forwarding};
 use super::response::{self, ClientSide, Out};
-use super::{bodies, pool, relay, Conn, Next};
+use super::{bodies, pool, relay, timer, Conn, Next};
 use crate::app::App;
 use crate::color::Color;
 use crate::edge::Refusal;
@@ -405,8 +405,10 @@ async fn respond(
     // A client that stops sending its body for idle_timeout is cut: it would hold a backend
     // connection forever otherwise.
     let body_stall = cfg.limits.idle_timeout;
-    let mut body_deadline = tokio::time::Instant::now() + body_stall;
-    let mut head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+    // Deadlines since the last progress of each side, read off the clock only when a wait
+    // needs one (`None`: progress since).
+    let mut body_due = None;
+    let mut head_due = None;
     let head = loop {
         if ulen > 0 {
             match final_head(conn, plan, o, body, &ubuf[..ulen]) {
@@ -447,25 +449,22 @@ async fn respond(
         }
         let rlen = conn.rlen;
         let sending = !body.is_done();
-        if !sending {
-            timer.as_mut().reset(head_deadline);
-        }
+        let now = tokio::time::Instant::now;
+        // The connection's own timer (timer.rs): for the client's body while it is still
+        // coming, for the backend's head once it is all sent.
+        let due = if sending {
+            *body_due.get_or_insert_with(|| now() + body_stall)
+        } else {
+            *head_due.get_or_insert_with(|| now() + cfg.upstream_read_timeout)
+        };
+        timer::arm(timer.as_mut(), due);
         tokio::select! {
-            // Async blocks: no timer is even created unless it is needed.
-            _ = async { tokio::time::sleep_until(body_deadline).await }, if sending => {
-                o.failure = Some(Failure::ClientStalled);
-                return done(Next::Close);
-            },
-            // The connection's own timer: moving its deadline later costs no new timer.
-            _ = timer.as_mut(), if !sending => {
-                tracing::debug!(server = %plan.backend.addr, "no response head in time");
-                o.fail(conn.app, plan.color, Failure::Timeout);
-                return done(Box::pin(error_page(conn, plan, o, body)).await);
-            },
+            // Biased: the backend's bytes first, as they are what nearly every wake-up is for.
+            biased;
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;
-                    head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+                    head_due = None;
                 }
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
@@ -476,7 +475,7 @@ async fn respond(
             r = conn.client.read(&mut conn.rbuf[rlen..]), if sending => match r {
                 Ok(n) if n > 0 => {
                     conn.rlen += n;
-                    body_deadline = tokio::time::Instant::now() + body_stall;
+                    body_due = None;
                     if let Err(f) = send_body(conn, body, up).await {
                         o.fail(conn.app, plan.color, f);
                         if f == Failure::ClientProtocol {
@@ -489,7 +488,7 @@ async fn respond(
                         return done(Box::pin(error_page(conn, plan, o, body)).await);
                     }
                     if body.is_done() {
-                        head_deadline = tokio::time::Instant::now() + cfg.upstream_read_timeout;
+                        head_due = None;
                     }
                 }
                 _ => {
@@ -497,6 +496,15 @@ async fn respond(
                     o.failure = Some(Failure::ClientGone);
                     return done(Next::Close);
                 }
+            },
+            _ = timer::expired(timer.as_mut(), due) => {
+                if sending {
+                    o.failure = Some(Failure::ClientStalled);
+                    return done(Next::Close);
+                }
+                tracing::debug!(server = %plan.backend.addr, "no response head in time");
+                o.fail(conn.app, plan.color, Failure::Timeout);
+                return done(Box::pin(error_page(conn, plan, o, body)).await);
             },
         }
     };

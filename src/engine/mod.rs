@@ -23,6 +23,7 @@ pub mod head;
 pub mod pool;
 pub mod relay;
 pub mod response;
+mod timer;
 
 mod exchange;
 
@@ -42,9 +43,9 @@ use tokio::time::{Instant, Sleep};
 
 use crate::app::App;
 use crate::drain::Open;
-use client::Client;
 use crate::edge::{refuse_connection, take_slot, Refusal};
 use crate::request;
+use client::Client;
 
 /// The proxy service's application.
 pub struct Engine {
@@ -136,18 +137,21 @@ impl<'e> Conn<'e> {
 
     async fn serve(&mut self) {
         let limits = self.app.cfg.limits;
-        // The first head must be complete within header_timeout of the accept.
-        let mut deadline = Instant::now() + limits.header_timeout;
-        // One timer and one shutdown waiter for the connection's whole life, re-armed per
-        // wait: creating them per request cost more than the rest of the wait.
-        let timer = tokio::time::sleep_until(deadline);
+        // The first head must be complete within header_timeout of the accept; a later one
+        // within header_timeout of its first byte: `None` until then, set when the head is
+        // found incomplete (a complete head never reads the clock for it).
+        let accept_due = Instant::now() + limits.header_timeout;
+        let mut head_due = Some(accept_due);
+        // One timer and one shutdown waiter for the connection's whole life, moved lazily
+        // (timer.rs): creating them per request cost more than the rest of the wait.
+        let timer = tokio::time::sleep_until(accept_due);
         tokio::pin!(timer);
         let mut rx = self.shutdown.clone();
         let shutdown = async move { wait_shutdown(&mut rx).await };
         tokio::pin!(shutdown);
         loop {
             if self.rlen == 0
-                && wait_for_request(&mut deadline, self, timer.as_mut(), shutdown.as_mut())
+                && wait_for_request(&mut head_due, self, timer.as_mut(), shutdown.as_mut())
                     .await
                     .is_none()
             {
@@ -160,15 +164,18 @@ impl<'e> Conn<'e> {
                         // that long is refused by the parser. Close rather than spin.
                         return;
                     }
-                    timer.as_mut().reset(deadline);
+                    let due =
+                        *head_due.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+                    timer::arm(timer.as_mut(), due);
                     tokio::select! {
+                        biased;
                         r = self.read_more() => match r {
                             Ok(n) if n > 0 => continue,
                             // The client closed or failed mid-head.
                             _ => return,
                         },
                         // Too slow (slowloris).
-                        _ = timer.as_mut() => return,
+                        _ = timer::expired(timer.as_mut(), due) => return,
                     }
                 }
                 // Refusals and switchyard's own answers are boxed: rare, and their lingering
@@ -189,7 +196,7 @@ impl<'e> Conn<'e> {
                 }
             }
             self.served += 1;
-            deadline = Instant::now() + limits.header_timeout;
+            head_due = None;
         }
     }
 
@@ -297,35 +304,36 @@ impl<'e> Conn<'e> {
 }
 
 /// Waits for the first byte of the next request with no buffer held: for a connection's
-/// first request until `deadline` (header_timeout from the accept), later at most
-/// `idle_timeout`; never past a shutdown. `None`: close the connection. On a byte, the head
-/// deadline starts.
+/// first request until `head_due` (header_timeout from the accept), later at most
+/// `idle_timeout`; never past a shutdown. `None`: close the connection. On a byte of a later
+/// request, its head deadline is left to be set (`head_due` is `None`).
 async fn wait_for_request(
-    deadline: &mut Instant,
+    head_due: &mut Option<Instant>,
     conn: &mut Conn<'_>,
     mut timer: Pin<&mut Sleep>,
     shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Option<()> {
     let limits = conn.app.cfg.limits;
-    let until = if conn.served == 0 {
-        *deadline
-    } else {
-        Instant::now() + limits.idle_timeout
+    let until = match *head_due {
+        Some(due) if conn.served == 0 => due,
+        _ => Instant::now() + limits.idle_timeout,
     };
     conn.release();
-    timer.as_mut().reset(until);
+    timer::arm(timer.as_mut(), until);
     let size = conn.engine.buf_size;
+    // Biased: the read first, as it is what nearly every wake-up is for.
     let read = tokio::select! {
+        biased;
         r = std::future::poll_fn(|cx| conn.client.poll_read_lent(cx, size)) => r.ok(),
         _ = shutdown => None,
-        _ = timer => None,
+        _ = timer::expired(timer, until) => None,
     };
     match read {
         Some((b, n)) if n > 0 => {
             conn.rbuf = b;
             conn.rlen = n;
             if conn.served > 0 {
-                *deadline = Instant::now() + limits.header_timeout;
+                *head_due = None;
             }
             Some(())
         }
