@@ -226,12 +226,12 @@ impl Outcome {
 }
 
 /// Forwards one request and its response; accounts for it at the end.
-pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan, timer: Pin<&mut Sleep>) -> Next {
+pub(crate) async fn forward(conn: &mut Conn<'_>, plan: &mut Plan, timer: Pin<&mut Sleep>) -> Next {
     let started = Instant::now();
     let app = conn.app;
     let _inflight = app.tracker.request(plan.color);
     let mut o = Outcome::default();
-    let next = run(conn, &mut plan, &mut o, timer).await;
+    let next = run(conn, plan, &mut o, timer).await;
     if let Some(f) = o.failure {
         tracing::debug!(failure = ?f, server = %plan.backend.addr, "request failed");
     }
@@ -415,8 +415,8 @@ async fn respond(
                 Parsed::Incomplete => {}
                 Parsed::Interim(n, forward) => {
                     if let Some(h) = forward {
-                        let sent =
-                            bodies::send(&mut conn.client, &h, cfg.client_send_timeout).await;
+                        let t = cfg.client_send_timeout;
+                        let sent = bodies::send_on(timer.as_mut(), &mut conn.client, &h, t).await;
                         pool::give_back_scratch(h);
                         if let Err(f) = sent {
                             o.failure = Some(f);
@@ -520,7 +520,7 @@ async fn respond(
     }
     ubuf.copy_within(head.len..ulen, 0);
     ulen -= head.len;
-    send_response(conn, plan, o, body, up, ubuf, ulen, head).await
+    send_response(conn, plan, o, body, up, ubuf, ulen, head, timer).await
 }
 
 fn done(next: Next) -> Respond {
@@ -646,10 +646,11 @@ async fn send_response(
     ubuf: &mut [u8],
     ulen: usize,
     head: FinalHead,
+    timer: Pin<&mut Sleep>,
 ) -> Respond {
     let app = conn.app;
     let relayed = if body.is_done() {
-        relay_response(app, &mut conn.client, up, plan, o, ubuf, ulen, &head).await
+        relay_response(app, &mut conn.client, up, plan, o, ubuf, ulen, &head, timer).await
     } else {
         // Boxed: both directions at once is the rare case, and its future is large.
         Box::pin(duplex(conn, plan, o, body, up, ubuf, ulen, &head)).await
@@ -711,7 +712,20 @@ async fn duplex(
             &mut uw,
             bounds,
         );
-        let download = relay_response(app, &mut cw, &mut ur, plan, o, ubuf, ulen, head);
+        // Its own timer: the upload runs at the same time, under bounds of its own.
+        let download_timer = tokio::time::sleep(app.cfg.upstream_read_timeout);
+        tokio::pin!(download_timer);
+        let download = relay_response(
+            app,
+            &mut cw,
+            &mut ur,
+            plan,
+            o,
+            ubuf,
+            ulen,
+            head,
+            download_timer.as_mut(),
+        );
         tokio::pin!(upload, download);
         let mut uploading = true;
         loop {
@@ -747,14 +761,16 @@ async fn relay_response<W, R>(
     ubuf: &mut [u8],
     mut ulen: usize,
     head: &FinalHead,
+    mut timer: Pin<&mut Sleep>,
 ) -> Relayed
 where
     W: tokio::io::AsyncWrite + Unpin + ?Sized,
     R: tokio::io::AsyncRead + Unpin + ?Sized,
 {
     let mut rbody = Body::new(head.framing);
+    // Boxed: the encoder is ~150 bytes that every connection's future would otherwise hold.
     let mut gz = match head.mode {
-        Out::Gzip { chunked } => Some(Gzip::new(chunked)),
+        Out::Gzip { chunked } => Some(Box::new(Gzip::new(chunked))),
         _ => None,
     };
     let mut head_sent = false;
@@ -788,7 +804,8 @@ where
             }
         }
         if !plan.out.is_empty() {
-            if let Err(f) = bodies::send(client, &plan.out, app.cfg.client_send_timeout).await {
+            let t = app.cfg.client_send_timeout;
+            if let Err(f) = bodies::send_on(timer.as_mut(), client, &plan.out, t).await {
                 o.failure = Some(f);
                 if !head_sent {
                     o.status = 0;
@@ -802,7 +819,8 @@ where
         if rbody.is_done() {
             return Relayed::Whole { extra: ulen > 0 };
         }
-        match bodies::within(app.cfg.upstream_read_timeout, up.read(&mut ubuf[ulen..])).await {
+        let t = app.cfg.upstream_read_timeout;
+        match bodies::read_on(timer.as_mut(), up, &mut ubuf[ulen..], t).await {
             Some(Ok(k)) if k > 0 => ulen += k,
             None => {
                 tracing::debug!(server = %plan.backend.addr, "the response body stalled");
@@ -815,7 +833,7 @@ where
                     if let Some(g) = gz.take() {
                         g.finish(&mut plan.out);
                         let t = app.cfg.client_send_timeout;
-                        let _ = bodies::send(client, &plan.out, t).await;
+                        let _ = bodies::send_on(timer.as_mut(), client, &plan.out, t).await;
                         plan.out.clear();
                     }
                     return Relayed::EndedByClose;

@@ -136,7 +136,9 @@ impl<'e> Conn<'e> {
     }
 
     async fn serve(&mut self) {
-        let limits = self.app.cfg.limits;
+        // A reference: a copy would sit in every connection's future.
+        let app = self.app;
+        let limits = &app.cfg.limits;
         // The first head must be complete within header_timeout of the accept; a later one
         // within header_timeout of its first byte: `None` until then, set when the head is
         // found incomplete (a complete head never reads the clock for it).
@@ -189,7 +191,9 @@ impl<'e> Conn<'e> {
                         return;
                     }
                 }
-                exchange::Step::Forward(plan) => {
+                // By reference: the plan stays where prepare left it, not copied into the
+                // exchange's future as well.
+                exchange::Step::Forward(ref mut plan) => {
                     if exchange::forward(self, plan, timer.as_mut()).await == Next::Close {
                         return;
                     }
