@@ -700,198 +700,30 @@ fn socket_addr(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-fn validate(
-    raw: RawConfig,
-    path: &Path,
-    at: &dyn Fn(Range<usize>, String) -> ConfigError,
-) -> Result<Config, ConfigError> {
+/// The error reporter every validator gets: a span of the file and a message.
+type At<'a> = &'a dyn Fn(Range<usize>, String) -> ConfigError;
+
+/// Checks every section (one validator each) and builds the config.
+fn validate(raw: RawConfig, path: &Path, at: At<'_>) -> Result<Config, ConfigError> {
     let listen_http = socket_addr(raw.listen.http.get_ref())
         .map_err(|m| at(raw.listen.http.span(), format!("[listen] http: {m}")))?;
     let tls = tls_config(&raw.listen, listen_http, at)?;
-    let access_log = match raw.access_log {
-        RawAccessLog { enabled: false, .. } => None,
-        RawAccessLog { path, .. } => Some(match path.get_ref().trim() {
-            "" => {
-                return Err(at(
-                    path.span(),
-                    "[access_log] path must be \"stdout\" or a file path".into(),
-                ))
-            }
-            "stdout" | "-" => Destination::Stdout,
-            p => Destination::File(PathBuf::from(p)),
-        }),
-    };
+    let access_log = access_log_destination(&raw.access_log, at)?;
     let global_headers = header_rules(&raw.headers.add, "[headers] add", at)?;
-    let threads = *raw.server.threads.get_ref();
-    if threads == 0 || threads > 1024 {
-        return Err(at(
-            raw.server.threads.span(),
-            "[server] threads must be between 1 and 1024".into(),
-        ));
-    }
-    let metrics = match &raw.admin.metrics {
-        Some(m) if m.get_ref().is_empty() => None,
-        Some(m) => Some(
-            socket_addr(m.get_ref()).map_err(|e| at(m.span(), format!("[admin] metrics: {e}")))?,
-        ),
-        None => None,
-    };
-    let health_path = raw.health.path.get_ref().clone();
-    if !health_path.starts_with('/') {
-        return Err(at(
-            raw.health.path.span(),
-            format!("[health] path \"{health_path}\" must start with '/'"),
-        ));
-    }
-    for (name, v) in [("rise", &raw.health.rise), ("fall", &raw.health.fall)] {
-        if *v.get_ref() == 0 {
-            return Err(at(v.span(), format!("[health] {name} must be at least 1")));
-        }
-    }
-    if raw.health.interval.0.is_zero() || raw.health.timeout.0.is_zero() {
-        return Err(at(
-            0..0,
-            "[health] interval and timeout must be greater than zero".into(),
-        ));
-    }
-    if raw.server.upstream_read_timeout.0.is_zero() || raw.server.client_send_timeout.0.is_zero() {
-        return Err(at(
-            0..0,
-            "[server] upstream_read_timeout and client_send_timeout must be greater than zero"
-                .into(),
-        ));
-    }
+    let threads = server_section(&raw.server, at)?;
+    let metrics = metrics_addr(&raw.admin, at)?;
+    let health = health_config(&raw.health, at)?;
     let switch = switch_config(raw.switch, at)?;
-    let preview = match raw.preview {
+    let preview = match &raw.preview {
+        Some(p) => Some(preview_config(p, at)?),
         None => None,
-        Some(p) => {
-            let header = p.header.get_ref().to_ascii_lowercase();
-            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return Err(at(
-                    p.header.span(),
-                    format!("[preview] header \"{header}\" is not a valid header name"),
-                ));
-            }
-            let mut allow = Vec::new();
-            for a in &p.allow {
-                let s = a.get_ref();
-                let net = s
-                    .parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        at(
-                            a.span(),
-                            format!("[preview] allow: \"{s}\" is not an address or CIDR like \"127.0.0.1/32\""),
-                        )
-                    })?;
-                allow.push(net);
-            }
-            Some(PreviewConfig { header, allow })
-        }
     };
-    let hook = |s: String| if s.trim().is_empty() { None } else { Some(s) };
-    let hooks = HooksConfig {
-        pre_switch: hook(raw.hooks.pre_switch),
-        post_commit: hook(raw.hooks.post_commit),
-        on_rollback: hook(raw.hooks.on_rollback),
-        timeout: raw.hooks.timeout.0,
-    };
-
     let limits = limits(&raw.limits, at)?;
     let fleet = match &raw.fleet {
         Some(f) => Some(fleet_config(f, at)?),
         None => None,
     };
-
-    if raw.route.is_empty() {
-        return Err(at(
-            // Something missing from the whole file: point at its first line.
-            0..0,
-            "no [[route]]: add at least one, with name, path_prefix, blue and green".into(),
-        ));
-    }
-    let mut routes: Vec<RouteConfig> = Vec::new();
-    for r in &raw.route {
-        let r = r.get_ref();
-        let name = r.name.get_ref().trim().to_string();
-        if name.is_empty() {
-            return Err(at(r.name.span(), "route name must not be empty".into()));
-        }
-        if routes.iter().any(|o| o.name == name) {
-            return Err(at(
-                r.name.span(),
-                format!("duplicate route name \"{name}\": route names must be unique"),
-            ));
-        }
-        let prefix = r.path_prefix.get_ref().clone();
-        if !prefix.starts_with('/') {
-            return Err(at(
-                r.path_prefix.span(),
-                format!("path_prefix \"{prefix}\" must start with '/'"),
-            ));
-        }
-        let host = match &r.host {
-            Some(h) if h.get_ref().trim().is_empty() => {
-                return Err(at(
-                    h.span(),
-                    "host must not be empty; leave it out to match any host".into(),
-                ))
-            }
-            Some(h) => Some(h.get_ref().trim().to_ascii_lowercase()),
-            None => None,
-        };
-        if routes
-            .iter()
-            .any(|o| o.path_prefix == prefix && o.host == host)
-        {
-            return Err(at(
-                r.path_prefix.span(),
-                format!("route \"{name}\": another route already has path_prefix \"{prefix}\" for the same host"),
-            ));
-        }
-        let health_path = match &r.health_path {
-            Some(p) if !p.get_ref().starts_with('/') => {
-                return Err(at(p.span(), "health_path must start with '/'".into()))
-            }
-            Some(p) => p.get_ref().clone(),
-            None => health_path.clone(),
-        };
-        let servers = |list: &Spanned<Vec<Spanned<String>>>, color: &str| {
-            if list.get_ref().is_empty() {
-                return Err(at(
-                    list.span(),
-                    format!("route \"{name}\": {color} needs at least one server"),
-                ));
-            }
-            let mut out: Vec<SocketAddr> = Vec::new();
-            for s in list.get_ref() {
-                let a = socket_addr(s.get_ref())
-                    .map_err(|e| at(s.span(), format!("route \"{name}\" {color}: {e}")))?;
-                if out.contains(&a) {
-                    return Err(at(
-                        s.span(),
-                        format!("route \"{name}\" {color}: server {a} is listed twice"),
-                    ));
-                }
-                out.push(a);
-            }
-            Ok(out)
-        };
-        let blue = servers(&r.blue, "blue")?;
-        let green = servers(&r.green, "green")?;
-        let own = header_rules(&r.headers, &format!("route \"{name}\" headers"), at)?;
-        routes.push(RouteConfig {
-            name,
-            path_prefix: prefix,
-            host,
-            health_path,
-            blue,
-            green,
-            headers: merge_headers(&global_headers, &own),
-            gzip: r.gzip,
-        });
-    }
-
+    let routes = route_configs(&raw.route, &health.path, &global_headers, at)?;
     let upgrade_sock = raw.server.upgrade_sock.clone().unwrap_or_else(|| {
         raw.admin
             .socket
@@ -915,21 +747,252 @@ fn validate(
         metrics,
         state_file: raw.state.file,
         initial: (*raw.state.initial.get_ref()).into(),
-        health: HealthConfig {
-            path: health_path,
-            interval: raw.health.interval.0,
-            timeout: raw.health.timeout.0,
-            rise: *raw.health.rise.get_ref(),
-            fall: *raw.health.fall.get_ref(),
-        },
+        health,
         switch,
         shutdown_timeout: raw.shutdown.timeout.0,
         preview,
-        hooks,
+        hooks: hooks_config(raw.hooks),
         limits,
         fleet,
         routes,
     })
+}
+
+/// `[access_log]`: `None` when off.
+fn access_log_destination(
+    a: &RawAccessLog,
+    at: At<'_>,
+) -> Result<Option<Destination>, ConfigError> {
+    if !a.enabled {
+        return Ok(None);
+    }
+    Ok(Some(match a.path.get_ref().trim() {
+        "" => {
+            return Err(at(
+                a.path.span(),
+                "[access_log] path must be \"stdout\" or a file path".into(),
+            ))
+        }
+        "stdout" | "-" => Destination::Stdout,
+        p => Destination::File(PathBuf::from(p)),
+    }))
+}
+
+/// `[server]`: the worker count (the timeouts are taken as they are once non-zero).
+fn server_section(s: &RawServer, at: At<'_>) -> Result<usize, ConfigError> {
+    let threads = *s.threads.get_ref();
+    if threads == 0 || threads > 1024 {
+        return Err(at(
+            s.threads.span(),
+            "[server] threads must be between 1 and 1024".into(),
+        ));
+    }
+    if s.upstream_read_timeout.0.is_zero() || s.client_send_timeout.0.is_zero() {
+        return Err(at(
+            0..0,
+            "[server] upstream_read_timeout and client_send_timeout must be greater than zero"
+                .into(),
+        ));
+    }
+    Ok(threads)
+}
+
+/// `[admin] metrics`: an empty string turns the endpoint off.
+fn metrics_addr(a: &RawAdmin, at: At<'_>) -> Result<Option<SocketAddr>, ConfigError> {
+    match &a.metrics {
+        Some(m) if m.get_ref().is_empty() => Ok(None),
+        Some(m) => socket_addr(m.get_ref())
+            .map(Some)
+            .map_err(|e| at(m.span(), format!("[admin] metrics: {e}"))),
+        None => Ok(None),
+    }
+}
+
+fn health_config(h: &RawHealth, at: At<'_>) -> Result<HealthConfig, ConfigError> {
+    let path = h.path.get_ref().clone();
+    if !path.starts_with('/') {
+        return Err(at(
+            h.path.span(),
+            format!("[health] path \"{path}\" must start with '/'"),
+        ));
+    }
+    for (name, v) in [("rise", &h.rise), ("fall", &h.fall)] {
+        if *v.get_ref() == 0 {
+            return Err(at(v.span(), format!("[health] {name} must be at least 1")));
+        }
+    }
+    if h.interval.0.is_zero() || h.timeout.0.is_zero() {
+        return Err(at(
+            0..0,
+            "[health] interval and timeout must be greater than zero".into(),
+        ));
+    }
+    Ok(HealthConfig {
+        path,
+        interval: h.interval.0,
+        timeout: h.timeout.0,
+        rise: *h.rise.get_ref(),
+        fall: *h.fall.get_ref(),
+    })
+}
+
+fn preview_config(p: &RawPreview, at: At<'_>) -> Result<PreviewConfig, ConfigError> {
+    let header = p.header.get_ref().to_ascii_lowercase();
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return Err(at(
+            p.header.span(),
+            format!("[preview] header \"{header}\" is not a valid header name"),
+        ));
+    }
+    let allow = p
+        .allow
+        .iter()
+        .map(|a| {
+            let s = a.get_ref();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    at(
+                        a.span(),
+                        format!("[preview] allow: \"{s}\" is not an address or CIDR like \"127.0.0.1/32\""),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PreviewConfig { header, allow })
+}
+
+/// `[hooks]`: an empty command is no hook.
+fn hooks_config(h: RawHooks) -> HooksConfig {
+    let hook = |s: String| if s.trim().is_empty() { None } else { Some(s) };
+    HooksConfig {
+        pre_switch: hook(h.pre_switch),
+        post_commit: hook(h.post_commit),
+        on_rollback: hook(h.on_rollback),
+        timeout: h.timeout.0,
+    }
+}
+
+/// Every `[[route]]`, each checked alone and then against the ones before it.
+fn route_configs(
+    raw: &[Spanned<RawRoute>],
+    health_path: &str,
+    global_headers: &[HeaderRule],
+    at: At<'_>,
+) -> Result<Vec<RouteConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(at(
+            // Something missing from the whole file: point at its first line.
+            0..0,
+            "no [[route]]: add at least one, with name, path_prefix, blue and green".into(),
+        ));
+    }
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for r in raw {
+        let r = r.get_ref();
+        let route = route_config(r, health_path, global_headers, at)?;
+        if routes.iter().any(|o| o.name == route.name) {
+            return Err(at(
+                r.name.span(),
+                format!(
+                    "duplicate route name \"{}\": route names must be unique",
+                    route.name
+                ),
+            ));
+        }
+        if routes
+            .iter()
+            .any(|o| o.path_prefix == route.path_prefix && o.host == route.host)
+        {
+            return Err(at(
+                r.path_prefix.span(),
+                format!(
+                    "route \"{}\": another route already has path_prefix \"{}\" for the same host",
+                    route.name, route.path_prefix
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    Ok(routes)
+}
+
+/// One `[[route]]` on its own.
+fn route_config(
+    r: &RawRoute,
+    default_health_path: &str,
+    global_headers: &[HeaderRule],
+    at: At<'_>,
+) -> Result<RouteConfig, ConfigError> {
+    let name = r.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        return Err(at(r.name.span(), "route name must not be empty".into()));
+    }
+    let prefix = r.path_prefix.get_ref().clone();
+    if !prefix.starts_with('/') {
+        return Err(at(
+            r.path_prefix.span(),
+            format!("path_prefix \"{prefix}\" must start with '/'"),
+        ));
+    }
+    let host = match &r.host {
+        Some(h) if h.get_ref().trim().is_empty() => {
+            return Err(at(
+                h.span(),
+                "host must not be empty; leave it out to match any host".into(),
+            ))
+        }
+        Some(h) => Some(h.get_ref().trim().to_ascii_lowercase()),
+        None => None,
+    };
+    let health_path = match &r.health_path {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            return Err(at(p.span(), "health_path must start with '/'".into()))
+        }
+        Some(p) => p.get_ref().clone(),
+        None => default_health_path.to_string(),
+    };
+    let blue = servers(&r.blue, &name, "blue", at)?;
+    let green = servers(&r.green, &name, "green", at)?;
+    let own = header_rules(&r.headers, &format!("route \"{name}\" headers"), at)?;
+    Ok(RouteConfig {
+        name,
+        path_prefix: prefix,
+        host,
+        health_path,
+        blue,
+        green,
+        headers: merge_headers(global_headers, &own),
+        gzip: r.gzip,
+    })
+}
+
+/// A route's server list for one color: at least one, each an address, none twice.
+fn servers(
+    list: &Spanned<Vec<Spanned<String>>>,
+    route: &str,
+    color: &str,
+    at: At<'_>,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    if list.get_ref().is_empty() {
+        return Err(at(
+            list.span(),
+            format!("route \"{route}\": {color} needs at least one server"),
+        ));
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for s in list.get_ref() {
+        let a = socket_addr(s.get_ref())
+            .map_err(|e| at(s.span(), format!("route \"{route}\" {color}: {e}")))?;
+        if out.contains(&a) {
+            return Err(at(
+                s.span(),
+                format!("route \"{route}\" {color}: server {a} is listed twice"),
+            ));
+        }
+        out.push(a);
+    }
+    Ok(out)
 }
 
 /// A fleet name or member id: it goes into etcd keys and admin lines, so no `/`, no spaces.

@@ -15,6 +15,7 @@ use tracing_subscriber::Layer;
 use switchyard::access_log::{self, Destination};
 use switchyard::config::Config;
 use switchyard::demo::DemoApp;
+use switchyard::demo_tour::{self, Places};
 use switchyard::progress_bar::Bar;
 use switchyard::server::{self, RunOptions};
 
@@ -399,80 +400,22 @@ fn demo(
         Err(e) => return fail("cannot start the demo apps", &e),
     };
     let socket = dir.join("admin.sock");
-    let text = format!(
-        r#"# written by `switchyard demo`
-[listen]
-http = "127.0.0.1:{port}"
-
-[server]
-threads = 2
-
-[admin]
-socket = "{socket}"
-metrics = "127.0.0.1:{metrics_port}"
-
-[state]
-file = "{state}"
-initial = "blue"
-
-[health]
-path = "/health/ready"
-interval = "500ms"
-timeout = "500ms"
-rise = 2
-fall = 2
-
-[switch]
-gate_timeout = "10s"
-drain_timeout = "10s"
-watch = "10s"
-max_errors = 3
-
-[shutdown]
-timeout = "5s"
-
-[preview]
-header = "x-switchyard-color"
-allow = ["127.0.0.1/32"]
-
-[[route]]
-name = "app"
-path_prefix = "/"
-blue = ["{blue}"]
-green = ["{green}"]
-"#,
-        socket = socket.display(),
-        state = dir.join("state").display(),
-    );
+    let places = Places {
+        port,
+        metrics_port,
+        blue,
+        green,
+        socket: socket.clone(),
+        state: dir.join("state"),
+    };
     let config = dir.join("switchyard.toml");
-    if let Err(e) = std::fs::write(&config, text) {
+    if let Err(e) = std::fs::write(&config, demo_tour::config_text(&places)) {
         return fail(&format!("cannot write {}", config.display()), &e);
     }
     let me = std::env::args()
         .next()
         .unwrap_or_else(|| "switchyard".into());
-    println!(
-        r#"
-switchyard demo is running
-  front door   http://127.0.0.1:{port}/          (blue app on {blue}, green app on {green})
-  status page  http://127.0.0.1:{metrics_port}/                (live, read-only)
-  metrics      http://127.0.0.1:{metrics_port}/metrics
-  config       {config}
-
-Try, in another terminal:
-  curl -s http://127.0.0.1:{port}/                                   # -> blue
-  curl -s -H 'x-switchyard-color: green' http://127.0.0.1:{port}/    # preview green -> green
-  {me} ctl --socket {socket} status
-  {me} ctl --socket {socket} switch green                            # gate, swap, drain, watch
-  curl -s http://127.0.0.1:{port}/                                   # -> green
-  {me} ctl --socket {socket} rollback
-  curl -s http://127.0.0.1:{metrics_port}/metrics | grep switchyard_
-WebSocket echo: any path with an Upgrade, e.g. websocat ws://127.0.0.1:{port}/ws
-Ctrl-C stops everything.
-"#,
-        config = config.display(),
-        socket = socket.display(),
-    );
+    println!("{}", demo_tour::banner(&places, &config, &me));
     match Config::load(&config) {
         Ok(cfg) => start(cfg, RunOptions::default()),
         Err(e) => fail("the demo config does not load", &e),

@@ -11,7 +11,7 @@
 //! This module owns the record formats and the etcd calls (each with a deadline: a paused
 //! or partitioned etcd must never hang the caller); it decides nothing.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
@@ -143,12 +143,7 @@ pub struct MemberRecord {
     pub started_ms: u64,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// The keys of one fleet.
 #[derive(Debug, Clone)]

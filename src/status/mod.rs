@@ -13,15 +13,8 @@
 pub mod feed;
 pub mod snapshot;
 
-use std::time::SystemTime;
-
 /// The status page, embedded in the binary so it works offline and ships with it.
 pub const PAGE: &str = include_str!("page.html");
 
-/// Milliseconds since the Unix epoch (0 for a clock set before 1970); what every timestamp in
-/// status.json and the events is.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Every timestamp in status.json and the events (shared with the fleet's records).
+pub use crate::clock::unix_ms;
