@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -19,47 +20,70 @@ use super::framing::Body;
 use super::timer;
 use crate::request::Failure;
 
-/// A poll function ([`within_on`] takes one instead of a future: the future would sit in
-/// the caller's future twice, as an argument and pinned, and this is on every response).
-pub trait PollOnce<T>: FnMut(&mut Context<'_>) -> Poll<T> {}
-impl<T, F: FnMut(&mut Context<'_>) -> Poll<T>> PollOnce<T> for F {}
-
 /// Polls `poll` until it is ready, giving up (`None`) when it is not within `d`, on the
 /// connection's own timer (timer.rs): the wait holds no timer of its own, which keeps it
 /// out of every connection's future (and so out of the memory of every idle keep-alive
 /// connection). A poll that is ready at once reads no clock.
-pub async fn within_on<T>(
-    mut timer: Pin<&mut Sleep>,
-    d: Duration,
-    mut poll: impl PollOnce<T>,
-) -> Option<T> {
-    if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(poll(cx))).await {
-        return Some(v);
+pub fn within_on<T, P>(timer: Pin<&mut Sleep>, d: Duration, poll: P) -> Within<'_, P>
+where
+    P: FnMut(&mut Context<'_>) -> Poll<T> + Unpin,
+{
+    Within {
+        timer,
+        d,
+        due: None,
+        poll,
     }
-    let due = Instant::now() + d;
-    timer::arm(timer.as_mut(), due);
-    let mut expired = std::pin::pin!(timer::expired(timer, due));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = poll(cx) {
+}
+
+/// The future of [`within_on`], written out: an `async fn` would hold its arguments twice,
+/// and a future argument pinned a second time, in every connection's future.
+pub struct Within<'t, P> {
+    timer: Pin<&'t mut Sleep>,
+    d: Duration,
+    /// Set (and the timer armed) once the first poll found it not ready.
+    due: Option<Instant>,
+    poll: P,
+}
+
+impl<T, P> Future for Within<'_, P>
+where
+    P: FnMut(&mut Context<'_>) -> Poll<T> + Unpin,
+{
+    type Output = Option<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = &mut *self;
+        if let Poll::Ready(v) = (this.poll)(cx) {
             return Poll::Ready(Some(v));
         }
-        expired.as_mut().poll(cx).map(|()| None)
-    })
-    .await
+        let due = match this.due {
+            Some(due) => due,
+            None => {
+                let due = Instant::now() + this.d;
+                timer::arm(this.timer.as_mut(), due);
+                this.due = Some(due);
+                due
+            }
+        };
+        timer::expired(this.timer.as_mut(), due)
+            .poll_unpin(cx)
+            .map(|()| None)
+    }
 }
 
 /// [`send`] on the connection's own timer.
-pub async fn send_on<W>(
-    timer: Pin<&mut Sleep>,
-    client: &mut W,
-    bytes: &[u8],
+pub fn send_on<'a, W>(
+    timer: Pin<&'a mut Sleep>,
+    client: &'a mut W,
+    bytes: &'a [u8],
     d: Duration,
-) -> Result<(), Failure>
+) -> impl Future<Output = Result<(), Failure>> + 'a
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut written = 0;
-    let write = |cx: &mut Context<'_>| -> Poll<io::Result<()>> {
+    let write = move |cx: &mut Context<'_>| -> Poll<io::Result<()>> {
         while written < bytes.len() {
             match Pin::new(&mut *client).poll_write(cx, &bytes[written..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -70,31 +94,30 @@ where
         }
         Pin::new(&mut *client).poll_flush(cx)
     };
-    match within_on(timer, d, write).await {
+    within_on(timer, d, write).map(|r| match r {
         Some(Ok(())) => Ok(()),
         Some(Err(_)) => Err(Failure::ClientGone),
         None => Err(Failure::ClientStalled),
-    }
+    })
 }
 
 /// One read of `r` into `buf` on the connection's own timer: the bytes read (0 at the end
 /// of the stream), `None` when nothing came within `d`.
-pub async fn read_on<R>(
-    timer: Pin<&mut Sleep>,
-    r: &mut R,
-    buf: &mut [u8],
+pub fn read_on<'a, R>(
+    timer: Pin<&'a mut Sleep>,
+    r: &'a mut R,
+    buf: &'a mut [u8],
     d: Duration,
-) -> Option<io::Result<usize>>
+) -> Within<'a, impl FnMut(&mut Context<'_>) -> Poll<io::Result<usize>> + Unpin + 'a>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    within_on(timer, d, |cx: &mut Context<'_>| {
+    within_on(timer, d, move |cx: &mut Context<'_>| {
         let mut rb = ReadBuf::new(&mut *buf);
         Pin::new(&mut *r)
             .poll_read(cx, &mut rb)
             .map_ok(|()| rb.filled().len())
     })
-    .await
 }
 
 /// Runs `f`, giving up (`None`) when it is not done within `d`.

@@ -5,7 +5,9 @@
 //! early, [`expired`] sees the deadline is not reached yet and moves it then, once per
 //! timeout period instead of once per wait. Which deadline applies is the caller's call.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tokio::time::{Instant, Sleep};
 
@@ -18,13 +20,29 @@ pub fn arm(timer: Pin<&mut Sleep>, due: Instant) {
 
 /// Completes once `due` has passed, re-arming `timer` for it when it fires before. Arm it
 /// for `due` first ([`arm`]), or it may not fire before `due`.
-pub async fn expired(mut timer: Pin<&mut Sleep>, due: Instant) {
-    loop {
-        timer.as_mut().await;
-        if Instant::now() >= due {
-            return;
+pub fn expired(timer: Pin<&mut Sleep>, due: Instant) -> Expired<'_> {
+    Expired { timer, due }
+}
+
+/// The future of [`expired`]: written out rather than an `async fn`, which would hold its
+/// arguments twice in every wait that uses it (and so in every connection's future).
+pub struct Expired<'t> {
+    timer: Pin<&'t mut Sleep>,
+    due: Instant,
+}
+
+impl Future for Expired<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            std::task::ready!(this.timer.as_mut().poll(cx));
+            if Instant::now() >= this.due {
+                return Poll::Ready(());
+            }
+            this.timer.as_mut().reset(this.due);
         }
-        timer.as_mut().reset(due);
     }
 }
 
