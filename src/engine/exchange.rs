@@ -86,7 +86,9 @@ pub(crate) struct Plan {
     backend: Arc<Backend>,
     /// The upstream head, then reused for what goes to the client.
     out: Vec<u8>,
-    host_line: Option<Range<usize>>,
+    /// Where the Host line written for a host-less request is (u32: the plan sits in every
+    /// connection's future).
+    host_line: Option<Range<u32>>,
     head_len: usize,
     framing: Framing,
     is_head: bool,
@@ -97,8 +99,6 @@ pub(crate) struct Plan {
     gzip: bool,
     idempotent: bool,
     log: Log,
-    /// After a 101: where the server-to-client frames stand after what came with it.
-    frames: Option<FrameTracker>,
 }
 
 /// Parses and checks the head in the client buffer and decides where it goes.
@@ -148,7 +148,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         color: d.color,
         backend,
         out,
-        host_line,
+        host_line: host_line.map(|r| r.start as u32..r.end as u32),
         head_len: req.head_len,
         framing: req.framing,
         is_head: req.is_head(),
@@ -161,7 +161,6 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
             "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
         ),
         log,
-        frames: None,
         route: d.route,
     })
 }
@@ -328,8 +327,9 @@ async fn run(
                     // Nothing was sent: another server of the same color may take it.
                     plan.backend = plan.route.pool(plan.color).pick().clone();
                     if let Some(at) = plan.host_line.take() {
-                        plan.host_line =
-                            Some(head::rewrite_host(&mut plan.out, at, plan.backend.addr));
+                        let at = at.start as usize..at.end as usize;
+                        let new = head::rewrite_host(&mut plan.out, at, plan.backend.addr);
+                        plan.host_line = Some(new.start as u32..new.end as u32);
                     }
                     continue;
                 }
@@ -349,7 +349,14 @@ async fn run(
             return Box::pin(error_page(conn, plan, o, &body)).await;
         }
         let mut ubuf = pool::buffer(size);
-        let r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf, timer.as_mut()).await;
+        let mut r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf, timer.as_mut()).await;
+        if let Respond::Head(head, ulen) = r {
+            // Awaited here, not inside respond: the two futures then share their space in
+            // this one instead of nesting (every connection's future is as large as its
+            // deepest nesting).
+            let (b, u) = (&mut body, &mut up);
+            r = send_response(conn, plan, o, b, u, &mut ubuf, ulen, head, timer.as_mut()).await;
+        }
         // A buffer grown for a large response head is freed: the pool keeps one size.
         if ubuf.len() == size {
             pool::give_back(ubuf);
@@ -376,7 +383,11 @@ async fn run(
             }
             // Boxed: an upgraded session's relay is large and rare, and would otherwise
             // make every connection's future (idle keep-alives included) that large.
-            Respond::Upgraded => return Box::pin(upgraded(conn, plan, o, &mut up)).await,
+            Respond::Upgraded(frames) => {
+                return Box::pin(upgraded(conn, plan, o, &mut up, frames)).await
+            }
+            // send_response answers Done (or another of the above), never a head.
+            Respond::Head(..) => unreachable!("a response head left unsent"),
         }
     }
 }
@@ -388,8 +399,12 @@ enum Respond {
     },
     /// The (pooled) connection ended before a single response byte.
     DeadBeforeAnyByte,
-    /// A 101 went to the client (with whatever followed it): relay from here.
-    Upgraded,
+    /// A 101 went to the client (with whatever followed it): relay from here, with where the
+    /// server-to-client frames stand after what came with it.
+    Upgraded(FrameTracker),
+    /// A final response head (the client's head is in `plan.out`), and how much of its body
+    /// is in the buffer: send it ([`send_response`]).
+    Head(FinalHead, usize),
 }
 
 /// Reads the response head (relaying interim ones) while the rest of the request body goes
@@ -520,12 +535,11 @@ async fn respond(
         plan.out.extend_from_slice(rest);
         let mut frames = FrameTracker::default();
         frames.feed(rest, false);
-        plan.frames = Some(frames);
-        return Respond::Upgraded;
+        return Respond::Upgraded(frames);
     }
     ubuf.copy_within(head.len..ulen, 0);
     ulen -= head.len;
-    send_response(conn, plan, o, body, up, ubuf, ulen, head, timer).await
+    Respond::Head(head, ulen)
 }
 
 fn done(next: Next) -> Respond {
@@ -897,9 +911,9 @@ async fn upgraded(
     plan: &mut Plan,
     o: &mut Outcome,
     up: &mut TcpStream,
+    frames: FrameTracker,
 ) -> Next {
     let app = conn.app;
-    let frames = plan.frames.take().unwrap_or_default();
     if bodies::send(&mut conn.client, &plan.out, app.cfg.client_send_timeout)
         .await
         .is_err()

@@ -149,7 +149,19 @@ impl<'e> Conn<'e> {
         let timer = tokio::time::sleep_until(accept_due);
         tokio::pin!(timer);
         let mut rx = self.shutdown.clone();
-        let shutdown = async move { wait_shutdown(&mut rx).await };
+        // Written out here rather than as a call: an async fn's argument would be held
+        // twice, in every connection's future.
+        let shutdown = async move {
+            loop {
+                if *rx.borrow() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The sender is gone: no shutdown will be announced.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
         tokio::pin!(shutdown);
         loop {
             if self.rlen == 0
@@ -346,18 +358,6 @@ async fn wait_for_request(
             None
         }
         None => None,
-    }
-}
-
-async fn wait_shutdown(w: &mut ShutdownWatch) {
-    loop {
-        if *w.borrow() {
-            return;
-        }
-        if w.changed().await.is_err() {
-            // The sender is gone: no shutdown will be announced.
-            std::future::pending::<()>().await;
-        }
     }
 }
 
