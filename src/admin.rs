@@ -46,7 +46,7 @@ pub const HELP: &[&str] = &[
     "abort                  stop the switch in progress and return to where it started",
     "health                 one line per server: color, address, healthy or not, last result",
     "members                fleet mode: one line per member: color served, epoch applied, health, last seen",
-    "reload-tls             re-read [listen] cert and key; new handshakes get the new pair",
+    "reload-tls             re-read every [listen] certificate and key; new handshakes get them",
     "help                   this list",
 ];
 
@@ -225,13 +225,13 @@ fn reload_tls(app: &App) -> String {
         return "error: no [listen] https in the config: nothing to reload".into();
     };
     match tls.reload() {
-        Ok(()) => {
-            tracing::info!(cert = %tls.cert_path().display(), "reload-tls: new certificate in use");
+        Ok(n) => {
+            tracing::info!(cert = %tls.cert_path().display(), pairs = n, "reload-tls: new certificates in use");
             "ok".into()
         }
         Err(e) => {
-            tracing::warn!("reload-tls failed, the previous certificate stays in use: {e}");
-            format!("error: {e}; the previous certificate stays in use")
+            tracing::warn!("reload-tls failed, the previous certificates stay in use: {e}");
+            format!("error: {e}; the previous certificates stay in use")
         }
     }
 }

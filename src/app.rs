@@ -12,8 +12,8 @@ use crate::fleet::Fleet;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::routing::{Color, Router};
+use crate::sni::CertStore;
 use crate::switch_state::Controller;
-use crate::tls::CertResolver;
 
 pub struct App {
     pub cfg: Config,
@@ -23,8 +23,9 @@ pub struct App {
     pub controller: Controller,
     /// Per-second samples of each color's counts, for the watch's baseline.
     pub history: History,
-    /// The HTTPS certificate, when `[listen] https` is set; `reload-tls` swaps it.
-    pub tls: Option<Arc<CertResolver>>,
+    /// The HTTPS certificates (the default and those per host name), when `[listen] https`
+    /// is set; `reload-tls` swaps them all.
+    pub tls: Option<Arc<CertStore>>,
     /// Fleet mode (`[fleet]`): the fleet's view; `None` for one instance on its state file.
     pub fleet: Option<Arc<Fleet>>,
     /// Set once this process is going away (SIGTERM, or SIGQUIT for a binary upgrade).
@@ -48,11 +49,8 @@ impl App {
             controller: Controller::default(),
             history: History::new(cfg.switch.watch),
             tls: cfg.tls.as_ref().map(|t| {
-                Arc::new(CertResolver::new(
-                    t.cert.clone(),
-                    t.key.clone(),
-                    t.loaded.clone(),
-                ))
+                let (sources, keys) = crate::config::tls_sources(t);
+                Arc::new(CertStore::new(sources, keys))
             }),
             leaving: AtomicBool::new(false),
             metrics,

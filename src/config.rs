@@ -23,8 +23,13 @@ use toml::Spanned;
 
 use crate::access_log::Destination;
 use crate::color::Color;
-use crate::tls;
+use crate::real_ip::TrustedProxies;
 use crate::verdict::Rules;
+
+mod https;
+mod trusted;
+
+pub use https::{sources as tls_sources, CertificateConfig};
 
 /// A config that failed to load: where and what, ready to print as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +174,13 @@ struct RawListen {
     https: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    /// PROXY protocol v1/v2 from `[server] trusted_proxies` (config/trusted.rs).
+    proxy_protocol: Option<Spanned<bool>>,
+    /// 308 to https:// on the plain listener (config/https.rs).
+    redirect_https: Option<Spanned<bool>>,
+    /// `[[listen.certificates]]`: a certificate per host name (config/https.rs).
+    #[serde(default)]
+    certificates: Vec<Spanned<https::RawCertificate>>,
 }
 
 fn default_access_path() -> Spanned<String> {
@@ -224,6 +236,8 @@ struct RawServer {
     client_send_timeout: Dur,
     /// pingora's socket for a zero-downtime binary upgrade.
     upgrade_sock: Option<PathBuf>,
+    /// Whose PROXY header and X-Forwarded-For are believed (config/trusted.rs).
+    trusted_proxies: trusted::RawTrusted,
 }
 
 impl Default for RawServer {
@@ -235,6 +249,7 @@ impl Default for RawServer {
             upstream_read_timeout: default_io_timeout(),
             client_send_timeout: default_io_timeout(),
             upgrade_sock: None,
+            trusted_proxies: None,
         }
     }
 }
@@ -438,6 +453,12 @@ pub struct Config {
     pub listen_http: SocketAddr,
     /// `[listen] https`, `cert`, `key`: the HTTPS front door, its pair already checked.
     pub tls: Option<TlsConfig>,
+    /// `[listen] proxy_protocol`: read a PROXY header from trusted sources at accept.
+    pub proxy_protocol: bool,
+    /// `[listen] redirect_https`: the https port the plain listener's 308s point at.
+    pub redirect_https: Option<u16>,
+    /// `[server] trusted_proxies`.
+    pub trusted_proxies: TrustedProxies,
     /// `[access_log]`: where the JSON lines go; `None` when off.
     pub access_log: Option<Destination>,
     /// `[headers] add`: for switchyard's own answers (each route has its merged list).
@@ -559,6 +580,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// The pair as `check` validated it; `reload-tls` re-reads the two paths.
     pub loaded: Arc<CertifiedKey>,
+    /// `[[listen.certificates]]`: more pairs, chosen by SNI; this pair is the default.
+    pub certificates: Vec<CertificateConfig>,
 }
 
 /// One response header to set, parsed once at load so a request only clones two `Bytes`.
@@ -708,6 +731,12 @@ fn validate(raw: RawConfig, path: &Path, at: At<'_>) -> Result<Config, ConfigErr
     let listen_http = socket_addr(raw.listen.http.get_ref())
         .map_err(|m| at(raw.listen.http.span(), format!("[listen] http: {m}")))?;
     let tls = tls_config(&raw.listen, listen_http, at)?;
+    let (tls, redirect_https) = https::listen_extras(&raw.listen, tls, at)?;
+    let trusted_proxies = trusted::trusted_proxies(
+        &raw.server.trusted_proxies,
+        raw.listen.proxy_protocol.as_ref(),
+        at,
+    )?;
     let access_log = access_log_destination(&raw.access_log, at)?;
     let global_headers = header_rules(&raw.headers.add, "[headers] add", at)?;
     let threads = server_section(&raw.server, at)?;
@@ -735,6 +764,9 @@ fn validate(raw: RawConfig, path: &Path, at: At<'_>) -> Result<Config, ConfigErr
         file: path.to_path_buf(),
         listen_http,
         tls,
+        proxy_protocol: raw.listen.proxy_protocol.is_some_and(|p| *p.get_ref()),
+        redirect_https,
+        trusted_proxies,
         access_log,
         headers: global_headers,
         threads,
@@ -1218,25 +1250,13 @@ fn tls_config(
             format!("[listen] https {addr} is also the http address"),
         ));
     }
-    for v in [cert, key] {
-        if v.get_ref().trim().is_empty() {
-            return Err(at(
-                v.span(),
-                "[listen] cert and key must be file paths".into(),
-            ));
-        }
-    }
-    let cert_path = PathBuf::from(cert.get_ref());
-    let key_path = PathBuf::from(key.get_ref());
-    let loaded = tls::load(&cert_path, &key_path).map_err(|e| {
-        let span = if e.in_key() { key.span() } else { cert.span() };
-        at(span, format!("[listen] {e}"))
-    })?;
+    let (cert, key, loaded) = https::load_pair("[listen]", cert, key, at)?;
     Ok(Some(TlsConfig {
         addr,
-        cert: cert_path,
-        key: key_path,
+        cert,
+        key,
         loaded: Arc::new(loaded),
+        certificates: Vec::new(),
     }))
 }
 
@@ -1298,7 +1318,18 @@ impl fmt::Display for Config {
             " with {} route(s), admin socket {}",
             self.routes.len(),
             self.admin_socket.display()
-        )
+        )?;
+        if let Some(t) = self.tls.as_ref().filter(|t| !t.certificates.is_empty()) {
+            write!(f, "; {} certificates by SNI", t.certificates.len() + 1)?;
+        }
+        if self.proxy_protocol {
+            write!(f, "; PROXY protocol")?;
+        }
+        if !self.trusted_proxies.is_empty() {
+            let n = self.trusted_proxies.nets().len();
+            write!(f, "; {n} trusted proxy network(s)")?;
+        }
+        Ok(())
     }
 }
 

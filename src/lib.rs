@@ -9,6 +9,10 @@
 //! - [`request`]: request-level decisions any data path calls: route, color, gzip, accounting
 //! - [`edge`]: the refusal type, raw-byte checks and the connection cap
 //! - [`tls`]: the HTTPS certificate, checked at load and swapped by `reload-tls`
+//! - [`sni`]: a certificate per host name, chosen by SNI; the set `reload-tls` swaps
+//! - [`real_ip`]: who the client is behind balancers: `trusted_proxies`, PROXY header and
+//!   `X-Forwarded-For` decisions; [`proxy_protocol`]: the PROXY header read at accept
+//! - [`redirect`]: `redirect_https`: which plain requests get a 308 to https, and where
 //! - [`access_log`]: one JSON line per request, off the request path
 //! - [`health`]: active health checks (background service)
 //! - [`switch`]: the pure switch state machine; [`controller`] drives it and fills
@@ -50,9 +54,13 @@ pub mod history;
 pub mod hooks;
 pub mod metrics;
 pub mod progress_bar;
+pub mod proxy_protocol;
+pub mod real_ip;
+pub mod redirect;
 pub mod request;
 pub mod routing;
 pub mod server;
+pub mod sni;
 pub mod state;
 pub mod status;
 pub mod switch;

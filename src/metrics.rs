@@ -22,11 +22,17 @@ use crate::color::Color;
 const CODES: usize = 600;
 
 /// The `reason` label values of `switchyard_refused_total`.
-pub const REFUSAL_REASONS: [&str; 4] = [
+pub const REFUSAL_REASONS: &[&str] = &[
     "bad_request",
     "header_too_large",
     "too_many_connections",
     "no_route",
+    // Connections closed at accept on a proxy_protocol listener (real_ip::ProxyRefusal).
+    "proxy_untrusted",
+    "proxy_missing",
+    "proxy_malformed",
+    "proxy_oversized",
+    "proxy_timeout",
 ];
 
 /// Upper bounds (seconds) of `switchyard_request_duration_seconds`.

@@ -29,6 +29,7 @@ use crate::engine::Engine;
 use crate::fleet::{self, Fleet};
 use crate::health::HealthChecker;
 use crate::history;
+use crate::proxy_protocol::ProxyProtocolHook;
 use crate::state::{self, Saved, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +162,16 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), StartError> {
                 .tls(settings)
                 .l4_buffer(L4BufferSettings::unbuffered()),
         );
+    }
+    if app.cfg.proxy_protocol {
+        // Every listener of the proxy service, plain and TLS: the header comes first.
+        proxy
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(ProxyProtocolHook::new(
+                app.cfg.trusted_proxies.clone(),
+                app.cfg.limits.header_timeout,
+                app.metrics.clone(),
+            )));
     }
     server.add_service(proxy);
 

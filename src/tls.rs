@@ -1,21 +1,18 @@
 //! TLS termination: the certificate and key switchyard presents on `[listen] https`.
 //!
 //! Owns reading a PEM cert/key pair and checking it (the chain parses, the key parses, the key
-//! belongs to the certificate), and the rustls resolver that hands every new handshake the
-//! current pair out of one `ArcSwap`, so `reload-tls` swaps it without a restart and a failed
-//! reload leaves the old pair serving. Handshakes already done keep the pair they started with.
+//! belongs to the certificate). Which pair a handshake gets, and swapping them all on
+//! `reload-tls` (a failed reload leaves the old pairs serving; handshakes already done keep
+//! the pair they started with), is sni.rs's.
 //!
 //! It does not own the listener (server.rs adds it to the proxy service through pingora's
 //! rustls `TlsSettings`) nor anything after the handshake: the proxy sees decrypted bytes.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::InconsistentKeys;
 
@@ -139,46 +136,6 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     certified_key(cert, certs, key, key_der)
 }
 
-/// The certificate every new handshake gets; `reload` re-reads the same two files.
-#[derive(Debug)]
-pub struct CertResolver {
-    cert: PathBuf,
-    key: PathBuf,
-    current: ArcSwap<CertifiedKey>,
-}
-
-impl CertResolver {
-    /// A resolver serving `initial`, which was loaded from `cert` and `key`.
-    pub fn new(cert: PathBuf, key: PathBuf, initial: Arc<CertifiedKey>) -> CertResolver {
-        CertResolver {
-            cert,
-            key,
-            current: ArcSwap::new(initial),
-        }
-    }
-
-    /// Re-reads the files; on any error the pair in use stays.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let ck = load(&self.cert, &self.key)?;
-        self.current.store(Arc::new(ck));
-        Ok(())
-    }
-
-    pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.load_full()
-    }
-
-    pub fn cert_path(&self) -> &Path {
-        &self.cert
-    }
-}
-
-impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,29 +187,5 @@ mod tests {
         let e = load(&c, &ok2).expect_err("mismatch");
         assert!(matches!(e, TlsError::Mismatch { .. }) && e.in_key(), "{e}");
         assert!(e.to_string().contains("other.pem"), "{e}");
-    }
-
-    #[test]
-    fn reload_swaps_only_on_success() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (cert, key) = pair("a.test");
-        let c = write(dir.path(), "cert.pem", &cert);
-        let k = write(dir.path(), "key.pem", &key);
-        let r = CertResolver::new(c.clone(), k.clone(), Arc::new(load(&c, &k).expect("load")));
-        let first = r.current().cert[0].clone();
-
-        std::fs::write(&c, "broken").expect("write");
-        assert!(r.reload().is_err());
-        assert_eq!(
-            r.current().cert[0],
-            first,
-            "old pair stays after a failed reload"
-        );
-
-        let (cert2, key2) = pair("b.test");
-        std::fs::write(&c, cert2).expect("write");
-        std::fs::write(&k, key2).expect("write");
-        r.reload().expect("reload");
-        assert_ne!(r.current().cert[0], first);
     }
 }

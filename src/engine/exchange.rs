@@ -7,6 +7,7 @@
 //! policy: refusals come from head.rs, routes and accounting from request.rs.
 
 use std::io;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::app::App;
 use crate::color::Color;
 use crate::edge::Refusal;
 use crate::fault::Stage;
+use crate::real_ip;
+use crate::redirect;
 use crate::request::{self, Failure, Finished, ResponseFacts};
 use crate::routing::{Backend, Route};
 use crate::wsframe::FrameTracker;
@@ -39,10 +42,13 @@ pub(crate) enum Step {
     Forward(Plan),
 }
 
-/// switchyard's own answer to a well-formed request (404).
+/// switchyard's own answer to a well-formed request (404, or the 308 of redirect_https).
 pub(crate) struct Answer {
     status: u16,
     body: &'static str,
+    /// The redirect's target.
+    location: Option<String>,
+    client: Option<IpAddr>,
     head_len: usize,
     /// The request has a body (not read): the connection cannot continue after it.
     has_body: bool,
@@ -83,6 +89,8 @@ impl Log {
 pub(crate) struct Plan {
     route: Arc<Route>,
     color: Color,
+    /// The request's client (real_ip.rs): the access log's address.
+    client: Option<IpAddr>,
     backend: Arc<Backend>,
     /// The upstream head, then reused for what goes to the client.
     out: Vec<u8>,
@@ -117,12 +125,56 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         Ok(Some(r)) => r,
     };
     let log = Log::new(app.cfg.access_log.is_some(), req.method, req.target);
+    let xff = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|h| h.value);
+    let proto = req.header("x-forwarded-proto");
+    let sender = real_ip::sender(conn.peer_ip, conn.tls, &app.cfg.trusted_proxies, xff, proto);
+    if let Some(port) = redirect::port_for(&app.cfg, req.path, sender.https) {
+        return to_https(&req, port, sender.client, log);
+    }
+    prepare_routed(conn, &req, sender, log)
+}
+
+/// The 308 to https:// for a request on the plain listener (redirect.rs); a request
+/// without a Host cannot be redirected and is refused.
+fn to_https(req: &head::Request<'_, '_>, port: u16, client: Option<IpAddr>, log: Log) -> Step {
+    let Some(location) = redirect::location(req.host, req.target, port) else {
+        return Step::Refuse(Refusal::BadRequest(
+            "a redirect to https needs a Host header",
+        ));
+    };
+    Step::Answer(Answer {
+        status: 308,
+        body: "switchyard: this site is served over https\n",
+        location: Some(location),
+        client,
+        head_len: req.head_len,
+        has_body: req.framing != Framing::Empty,
+        keep_alive: req.wants_keep_alive(),
+        log,
+    })
+}
+
+/// Route, color, server and the upstream head of a request that is forwarded (or 404).
+fn prepare_routed(
+    conn: &Conn<'_>,
+    req: &head::Request<'_, '_>,
+    sender: real_ip::Sender,
+    log: Log,
+) -> Step {
+    let app = conn.app;
+    let client = sender.client;
     let preview = app.cfg.preview.as_ref();
     let steer = preview.and_then(|p| req.header(&p.header));
-    let Some(d) = request::decide(app, req.host, req.path, conn.client_ip, steer) else {
+    let Some(d) = request::decide(app, req.host, req.path, client, steer) else {
         return Step::Answer(Answer {
             status: 404,
             body: "switchyard: no route for this path\n",
+            location: None,
+            client,
             head_len: req.head_len,
             has_body: req.framing != Framing::Empty,
             keep_alive: req.wants_keep_alive(),
@@ -131,12 +183,13 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
     };
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
-        client_ip: conn.client_ip,
-        tls: conn.tls,
+        peer: conn.peer_ip,
+        believe_xff: sender.peer_trusted,
+        tls: sender.https,
         strip: preview.map(|p| p.header.as_str()),
     };
     let mut out = pool::scratch();
-    let host_line = head::write_upstream(&req, &fwd, backend.addr, &mut out);
+    let host_line = head::write_upstream(req, &fwd, backend.addr, &mut out);
     let gzip = d.route.gzip
         && request::accepts_gzip(
             req.headers
@@ -146,6 +199,7 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         );
     Step::Forward(Plan {
         color: d.color,
+        client,
         backend,
         out,
         host_line: host_line.map(|r| r.start as u32..r.end as u32),
@@ -165,13 +219,26 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
     })
 }
 
-/// Sends switchyard's own answer (404) with the global response headers.
+/// Sends switchyard's own answer (404, 308) with the global response headers.
 pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
     let started = Instant::now();
-    conn.app.metrics.refused("no_route");
+    if a.status == 404 {
+        conn.app.metrics.refused("no_route");
+    }
     let close = a.has_body || !a.keep_alive || conn.leaving();
     let mut out = pool::scratch();
-    response::write_own(&mut out, a.status, a.body, &conn.app.cfg.headers, close);
+    let location = a
+        .location
+        .as_deref()
+        .map(|l| (&b"Location"[..], l.as_bytes()));
+    response::write_own_with(
+        &mut out,
+        a.status,
+        a.body,
+        location,
+        &conn.app.cfg.headers,
+        close,
+    );
     let sent = conn.client.write_all(&out).await.is_ok() && conn.client.flush().await.is_ok();
     pool::give_back_scratch(out);
     conn.consume(a.head_len);
@@ -186,7 +253,7 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
             failure: None,
             elapsed: started.elapsed(),
             bytes: a.body.len() as u64,
-            client: conn.client_ip,
+            client: a.client,
             method: a.log.method(),
             path: a.log.path(),
             backend: None,
@@ -250,7 +317,7 @@ pub(crate) async fn forward(conn: &mut Conn<'_>, plan: &mut Plan, timer: Pin<&mu
             failure: o.failure,
             elapsed: started.elapsed(),
             bytes: o.bytes,
-            client: conn.client_ip,
+            client: plan.client,
             method: plan.log.method(),
             path: plan.log.path(),
             backend: Some(&plan.backend),

@@ -434,7 +434,12 @@ pub fn parse_length(v: &[u8]) -> Option<u64> {
 /// What the upstream head carries besides the client's own fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
-    pub client_ip: Option<IpAddr>,
+    /// The connection's peer (after any PROXY header): appended to `X-Forwarded-For`.
+    pub peer: Option<IpAddr>,
+    /// The peer is a trusted proxy (real_ip.rs): the client's `X-Forwarded-For` goes up
+    /// before it. From anyone else it is dropped: the backend gets only the peer.
+    pub believe_xff: bool,
+    /// The request came over https: ours, or a trusted proxy's (`X-Forwarded-Proto`).
     pub tls: bool,
     /// The preview header's name (lower case), stripped from what goes upstream.
     pub strip: Option<&'a str>,
@@ -442,8 +447,8 @@ pub struct Forwarding<'a> {
 
 /// Writes the upstream head into `out` (cleared first): origin-form request line as
 /// HTTP/1.1, the client's fields minus hop-by-hop ones, the stripped header and the old
-/// forwarding fields; then `Host` when needed, one `X-Forwarded-For` with the client
-/// appended, `X-Forwarded-Proto`, and exactly `Upgrade: websocket` + `Connection: upgrade`
+/// forwarding fields; then `Host` when needed, one `X-Forwarded-For` (a trusted peer's list
+/// with the peer appended, else the peer alone), `X-Forwarded-Proto`, and exactly `Upgrade: websocket` + `Connection: upgrade`
 /// for an upgrade (the client's other Upgrade values are dropped). Returns where the
 /// `Host` line written for a host-less HTTP/1.0 request is, so a retry on another server can
 /// rewrite it.
@@ -488,11 +493,11 @@ pub fn write_upstream(
         out.extend_from_slice(b"\r\n");
         host_line = Some(start..out.len());
     }
-    // One X-Forwarded-For: what earlier proxies said, in order, then this client.
+    // One X-Forwarded-For: what earlier trusted proxies said, in order, then the peer.
     let prev = r
         .headers
         .iter()
-        .filter(|h| Field::of(h.name) == Field::XForwardedFor);
+        .filter(|h| fwd.believe_xff && Field::of(h.name) == Field::XForwardedFor);
     for h in prev {
         out.extend_from_slice(if xff_prev {
             b", "
@@ -502,7 +507,7 @@ pub fn write_upstream(
         out.extend_from_slice(trim_ows(h.value));
         xff_prev = true;
     }
-    if let Some(ip) = fwd.client_ip {
+    if let Some(ip) = fwd.peer {
         out.extend_from_slice(if xff_prev {
             b", "
         } else {
@@ -586,12 +591,19 @@ mod tests {
     use proptest::prelude::*;
 
     fn check(raw: &[u8]) -> Result<Option<(String, Framing)>, Refusal> {
+        check_from(raw, true)
+    }
+
+    /// The upstream head as written for a peer 10.0.0.9, trusted (its X-Forwarded-For is
+    /// kept) or not.
+    fn check_from(raw: &[u8], trusted: bool) -> Result<Option<(String, Framing)>, Refusal> {
         let mut h = fields();
         parse(raw, &mut h, 16 * 1024, 100).map(|r| {
             r.map(|r| {
                 let mut out = Vec::new();
                 let fwd = Forwarding {
-                    client_ip: Some("10.0.0.9".parse().expect("ip")),
+                    peer: Some("10.0.0.9".parse().expect("ip")),
+                    believe_xff: trusted,
                     tls: false,
                     strip: Some("x-switchyard-color"),
                 };
@@ -743,6 +755,21 @@ mod tests {
     }
 
     #[test]
+    fn an_untrusted_peers_forwarded_for_is_replaced_by_the_peer() {
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\n\r\n";
+        let (up, _) = check_from(raw, false).expect("valid").expect("complete");
+        assert_eq!(
+            up,
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        let (up, _) = check_from(raw, true).expect("valid").expect("complete");
+        assert!(
+            up.contains("X-Forwarded-For: 6.6.6.6, 7.7.7.7, 10.0.0.9\r\n"),
+            "{up}"
+        );
+    }
+
+    #[test]
     fn absolute_form_routes_on_its_authority_and_goes_up_in_origin_form() {
         let mut h = fields();
         let raw = b"GET http://api.example:80/v1/x?y HTTP/1.1\r\nHost: other\r\n\r\n";
@@ -826,7 +853,8 @@ mod tests {
             .expect("v")
             .expect("c");
         let fwd = Forwarding {
-            client_ip: None,
+            peer: None,
+            believe_xff: false,
             tls: true,
             strip: None,
         };

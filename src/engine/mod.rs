@@ -94,7 +94,10 @@ pub(crate) struct Conn<'e> {
     pub(crate) engine: &'e Engine,
     pub(crate) app: &'e App,
     pub(crate) client: Client,
-    pub(crate) client_ip: Option<IpAddr>,
+    /// The peer's address: the socket's, or the client a trusted balancer's PROXY header
+    /// announced (proxy_protocol/). Each request's client is decided from it and the
+    /// request's `X-Forwarded-For` (real_ip.rs, in exchange.rs).
+    pub(crate) peer_ip: Option<IpAddr>,
     pub(crate) tls: bool,
     shutdown: ShutdownWatch,
     /// Client bytes not consumed yet: `rbuf[..rlen]`. Empty (no allocation) while idle.
@@ -113,15 +116,17 @@ pub(crate) enum Next {
 
 impl<'e> Conn<'e> {
     fn new(engine: &'e Engine, client: Stream, shutdown: ShutdownWatch) -> Conn<'e> {
-        let client_ip = client
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let peer_ip = client.get_socket_digest().and_then(|d| {
+            d.peer_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| crate::real_ip::canonical(a.ip()))
+        });
         let tls = client.get_ssl_digest().is_some();
         Conn {
             engine,
             app: &engine.app,
             client: Client::new(client),
-            client_ip,
+            peer_ip,
             tls,
             shutdown,
             rbuf: Vec::new(),
@@ -260,7 +265,7 @@ impl<'e> Conn<'e> {
                 failure: None,
                 elapsed: started.elapsed(),
                 bytes: 0,
-                client: self.client_ip,
+                client: self.peer_ip,
                 method: "",
                 path: "",
                 backend: None,

@@ -339,6 +339,18 @@ fn push_status(out: &mut Vec<u8>, s: u16) {
 /// switchyard's own answer (refusals, 404, 502): a short text body, the given response
 /// headers, and `Connection: close` when the connection ends.
 pub fn write_own(out: &mut Vec<u8>, status: u16, body: &str, rules: &[HeaderRule], close: bool) {
+    write_own_with(out, status, body, None, rules, close)
+}
+
+/// [`write_own`] with one more header line (a redirect's `Location`).
+pub fn write_own_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &str,
+    extra: Option<(&[u8], &[u8])>,
+    rules: &[HeaderRule],
+    close: bool,
+) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, status);
@@ -347,6 +359,9 @@ pub fn write_own(out: &mut Vec<u8>, status: u16, body: &str, rules: &[HeaderRule
     out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some((name, value)) = extra {
+        push_line(out, name, value);
+    }
     for rule in rules {
         push_line(out, &rule.wire_name, rule.value.as_bytes());
     }
@@ -359,6 +374,7 @@ pub fn write_own(out: &mut Vec<u8>, status: u16, body: &str, rules: &[HeaderRule
 
 fn reason(status: u16) -> &'static str {
     match status {
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",

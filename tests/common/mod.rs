@@ -569,3 +569,12 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Raw {
     s.write_all(bytes).await.expect("send");
     read_all(&mut s, Duration::from_secs(10)).await
 }
+
+/// A TCP connection to `to` from the loopback address `from` (`"127.0.0.2"`): how a test
+/// plays a trusted balancer and an untrusted client on one machine.
+pub async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind(SocketAddr::new(from.parse().expect("ip"), 0))
+        .expect("bind a loopback source address");
+    s.connect(to).await.expect("connect")
+}

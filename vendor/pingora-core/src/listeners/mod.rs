@@ -129,6 +129,11 @@ pub(crate) type SharedTlsAcceptCallbacks = Arc<dyn TlsAccept + Send + Sync>;
 /// before the TLS handshake occurs. This is useful for protocols like HAProxy's
 /// PROXY protocol, which sends client address information before TLS.
 ///
+/// (switchyard patch) It runs on cleartext endpoints as well, before the first byte
+/// reaches the application. An error of type `ConnectionClosed` drops the connection
+/// quietly (logged at debug level: the callback has reported the refusal itself); any
+/// other error is logged as a downstream handshake error.
+///
 /// # Example
 ///
 /// ```rust,ignore
@@ -315,12 +320,13 @@ pub(crate) struct UninitializedStream {
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
+        // switchyard patch (as proposed upstream in cloudflare/pingora#1003): the pre-TLS
+        // callback runs on cleartext endpoints too, so one PROXY protocol handler serves
+        // both kinds of listener. See PATCHED.md.
+        if let Some(ref callback) = self.pre_tls_callback {
+            callback.process(&mut self.l4).await?;
+        }
         if let Some(tls) = self.tls {
-            // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
-            if let Some(ref callback) = self.pre_tls_callback {
-                callback.process(&mut self.l4).await?;
-            }
-
             let tls_stream = tls.tls_handshake(self.l4).await?;
             Ok(Box::new(tls_stream))
         } else {

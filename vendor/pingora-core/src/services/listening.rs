@@ -205,6 +205,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         let peer_addr = io.peer_addr();
         match timeout(Duration::from_secs(60), io.handshake()).await {
             Ok(Ok(io)) => Some(io),
+            // switchyard patch: a connection the pre-TLS callback refused on purpose is not
+            // a server error. See PATCHED.md.
+            Ok(Err(e)) if e.etype() == &pingora_error::ErrorType::ConnectionClosed => {
+                debug!("Downstream connection closed before its handshake: {e}");
+                None
+            }
             Ok(Err(e)) => {
                 // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
                 if let Some(addr) = peer_addr {
