@@ -389,8 +389,10 @@ mod tests {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let fut = engine.process_new(stream, &rx);
         let size = std::mem::size_of_val(&*fut);
-        // 2.1 KB in a debug build (smaller in release); every idle keep-alive connection
-        // holds it, so growth here is growth of the per-connection memory benches/ measure.
-        assert!(size < 3 * 1024, "connection future is {size} bytes");
+        // 1.5 KB in this (debug) build and in release: every idle keep-alive connection
+        // holds it, so growth here is growth of the per-connection memory benches/ measure
+        // (issue 11: at most 3 KB per idle connection, all included; 2.5 KB at 1446576).
+        // mimalloc's size classes step at 1,536 and 1,792 bytes.
+        assert!(size <= 1600, "connection future is {size} bytes");
     }
 }
