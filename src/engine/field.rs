@@ -67,6 +67,41 @@ impl Field {
     }
 }
 
+/// How many fields of a head [`Kinds`] remembers; later ones are looked up again.
+pub const KINDS: usize = 32;
+
+/// The kinds of a head's first fields, found once while it is checked and read again while
+/// it is rewritten (each lookup is a few dozen instructions, and every field was looked up
+/// twice).
+#[derive(Debug, Clone, Copy)]
+pub struct Kinds([Field; KINDS]);
+
+impl Default for Kinds {
+    fn default() -> Kinds {
+        Kinds([Field::Other; KINDS])
+    }
+}
+
+impl Kinds {
+    /// Looks up field `i` named `name` and remembers its kind.
+    pub fn find(&mut self, i: usize, name: &str) -> Field {
+        let f = Field::of(name);
+        if let Some(k) = self.0.get_mut(i) {
+            *k = f;
+        }
+        f
+    }
+
+    /// The kind of field `i` named `name`: remembered by [`Kinds::find`] (which must have
+    /// seen every field of the head), or looked up for a field past the first [`KINDS`].
+    pub fn of(&self, i: usize, name: &str) -> Field {
+        match self.0.get(i) {
+            Some(&f) => f,
+            None => Field::of(name),
+        }
+    }
+}
+
 /// Case-insensitive equality with a lower-case special name made of letters, digits and
 /// '-': setting bit 5 maps only 'A'-'Z' onto 'a'-'z' among the bytes a header name may hold
 /// (httparse allows only token characters there), with none of the general case-folding's
@@ -182,5 +217,25 @@ mod tests {
         assert_eq!(Field::of("Upgradf"), Field::Other);
         assert!(Field::of("Keep-Alive").is_hop_by_hop());
         assert!(!Field::of("Host").is_hop_by_hop());
+    }
+
+    #[test]
+    fn kinds_remember_the_first_fields_and_look_up_the_rest() {
+        let names: Vec<String> = (0..KINDS + 3)
+            .map(|i| {
+                if i % 2 == 0 {
+                    "Content-Length".into()
+                } else {
+                    format!("x-{i}")
+                }
+            })
+            .collect();
+        let mut k = Kinds::default();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(k.find(i, n), Field::of(n));
+        }
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(k.of(i, n), Field::of(n), "field {i}");
+        }
     }
 }

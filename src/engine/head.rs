@@ -21,7 +21,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
-use super::field::Field;
+use super::field::{Field, Kinds};
 use super::framing::Framing;
 use crate::edge::{has_bare_lf, trim_ows, Refusal};
 
@@ -57,6 +57,8 @@ pub struct Request<'b, 'h> {
     pub head_len: usize,
     pub framing: Framing,
     pub headers: &'h [httparse::Header<'b>],
+    /// The kinds of the fields, found once by the checks.
+    pub kinds: Kinds,
     /// What the client said about this connection.
     pub close: bool,
     pub keep_alive: bool,
@@ -156,6 +158,7 @@ pub fn parse<'b, 'h>(
         head_len,
         framing: Framing::Empty,
         headers,
+        kinds: Kinds::default(),
         close: false,
         keep_alive: false,
         upgrade: false,
@@ -311,8 +314,8 @@ fn check_fields(r: &mut Request<'_, '_>) -> Result<(), Refusal> {
     let mut host = None;
     let mut te = None;
     let mut cl: Option<&[u8]> = None;
-    for h in r.headers {
-        let f = Field::of(h.name);
+    for (i, h) in r.headers.iter().enumerate() {
+        let f = r.kinds.find(i, h.name);
         if f == Field::Host {
             if host.is_some() {
                 return Err(Refusal::BadRequest("two Host fields"));
@@ -360,8 +363,8 @@ fn check_fields(r: &mut Request<'_, '_>) -> Result<(), Refusal> {
     r.upgrade = r.upgrade
         && r.minor == 1
         && r.method == "GET"
-        && r.headers.iter().any(|h| {
-            Field::of(h.name) == Field::Upgrade
+        && r.headers.iter().enumerate().any(|(i, h)| {
+            r.kinds.of(i, h.name) == Field::Upgrade
                 && trim_ows(h.value).eq_ignore_ascii_case(b"websocket")
         });
     Ok(())
@@ -467,9 +470,9 @@ pub fn write_upstream(
     out.extend_from_slice(r.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff_prev = false;
-    for h in r.headers {
+    for (i, h) in r.headers.iter().enumerate() {
         let n = h.name;
-        let f = Field::of(n);
+        let f = r.kinds.of(i, n);
         let skip = match f {
             // Written below, once: a second Upgrade line (h2c) must not ride along a
             // WebSocket upgrade and let the backend pick a protocol the engine cannot read.
@@ -497,8 +500,9 @@ pub fn write_upstream(
     let prev = r
         .headers
         .iter()
-        .filter(|h| fwd.believe_xff && Field::of(h.name) == Field::XForwardedFor);
-    for h in prev {
+        .enumerate()
+        .filter(|(i, h)| fwd.believe_xff && r.kinds.of(*i, h.name) == Field::XForwardedFor);
+    for (_, h) in prev {
         out.extend_from_slice(if xff_prev {
             b", "
         } else {
