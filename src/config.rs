@@ -26,8 +26,8 @@ use crate::color::Color;
 use crate::real_ip::TrustedProxies;
 use crate::verdict::Rules;
 
-mod h2;
 mod cors;
+mod h2;
 mod https;
 mod rate_limit;
 mod route_limits;

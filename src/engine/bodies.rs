@@ -7,13 +7,118 @@
 //! for a read or write that is ready at once, which is nearly all of them.
 
 use std::future::Future;
-use std::task::Poll;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::framing::Body;
+use super::timer;
 use crate::request::Failure;
+
+/// Polls `poll` until it is ready, giving up (`None`) when it is not within `d`, on the
+/// connection's own timer (timer.rs): the wait holds no timer of its own, which keeps it
+/// out of every connection's future (and so out of the memory of every idle keep-alive
+/// connection). A poll that is ready at once reads no clock.
+pub fn within_on<T, P>(timer: Pin<&mut Sleep>, d: Duration, poll: P) -> Within<'_, P>
+where
+    P: FnMut(&mut Context<'_>) -> Poll<T> + Unpin,
+{
+    Within {
+        timer,
+        d,
+        due: None,
+        poll,
+    }
+}
+
+/// The future of [`within_on`], written out: an `async fn` would hold its arguments twice,
+/// and a future argument pinned a second time, in every connection's future.
+pub struct Within<'t, P> {
+    timer: Pin<&'t mut Sleep>,
+    d: Duration,
+    /// Set (and the timer armed) once the first poll found it not ready.
+    due: Option<Instant>,
+    poll: P,
+}
+
+impl<T, P> Future for Within<'_, P>
+where
+    P: FnMut(&mut Context<'_>) -> Poll<T> + Unpin,
+{
+    type Output = Option<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = &mut *self;
+        if let Poll::Ready(v) = (this.poll)(cx) {
+            return Poll::Ready(Some(v));
+        }
+        let due = match this.due {
+            Some(due) => due,
+            None => {
+                let due = Instant::now() + this.d;
+                timer::arm(this.timer.as_mut(), due);
+                this.due = Some(due);
+                due
+            }
+        };
+        timer::expired(this.timer.as_mut(), due)
+            .poll_unpin(cx)
+            .map(|()| None)
+    }
+}
+
+/// [`send`] on the connection's own timer.
+pub fn send_on<'a, W>(
+    timer: Pin<&'a mut Sleep>,
+    client: &'a mut W,
+    bytes: &'a [u8],
+    d: Duration,
+) -> impl Future<Output = Result<(), Failure>> + 'a
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut written = 0;
+    let write = move |cx: &mut Context<'_>| -> Poll<io::Result<()>> {
+        while written < bytes.len() {
+            match Pin::new(&mut *client).poll_write(cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut *client).poll_flush(cx)
+    };
+    within_on(timer, d, write).map(|r| match r {
+        Some(Ok(())) => Ok(()),
+        Some(Err(_)) => Err(Failure::ClientGone),
+        None => Err(Failure::ClientStalled),
+    })
+}
+
+/// One read of `r` into `buf` on the connection's own timer: the bytes read (0 at the end
+/// of the stream), `None` when nothing came within `d`.
+pub fn read_on<'a, R>(
+    timer: Pin<&'a mut Sleep>,
+    r: &'a mut R,
+    buf: &'a mut [u8],
+    d: Duration,
+) -> Within<'a, impl FnMut(&mut Context<'_>) -> Poll<io::Result<usize>> + Unpin + 'a>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    within_on(timer, d, move |cx: &mut Context<'_>| {
+        let mut rb = ReadBuf::new(&mut *buf);
+        Pin::new(&mut *r)
+            .poll_read(cx, &mut rb)
+            .map_ok(|()| rb.filled().len())
+    })
+}
 
 /// Runs `f`, giving up (`None`) when it is not done within `d`.
 pub async fn within<F: Future>(d: Duration, f: F) -> Option<F::Output> {
@@ -124,6 +229,40 @@ mod tests {
             .expect("upload");
         assert_eq!(up, b"hello worl");
         assert_eq!(&buf[..len], b"dGET /");
+    }
+
+    #[tokio::test]
+    async fn within_on_gives_up_at_the_bound_and_passes_what_is_ready() {
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let ready = within_on(
+            timer.as_mut(),
+            Duration::from_millis(10),
+            |_: &mut Context<'_>| Poll::Ready(7),
+        )
+        .await;
+        assert_eq!(ready, Some(7));
+        let start = Instant::now();
+        let d = Duration::from_millis(20);
+        let never = within_on(timer.as_mut(), d, |_: &mut Context<'_>| Poll::<()>::Pending).await;
+        assert_eq!(never, None);
+        assert!(Instant::now() >= start + d);
+        // A reader that has bytes is read; a quiet one is given up on at the bound.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        b.write_all(b"hi").await.expect("write");
+        let mut buf = [0u8; 8];
+        let n = read_on(timer.as_mut(), &mut a, &mut buf, d).await;
+        assert!(matches!(n, Some(Ok(2))));
+        let start = Instant::now();
+        assert!(read_on(timer.as_mut(), &mut a, &mut buf, d).await.is_none());
+        assert!(Instant::now() >= start + d);
+        // What is sent arrives whole.
+        send_on(timer.as_mut(), &mut b, b"hello", d)
+            .await
+            .expect("send");
+        let n = read_on(timer.as_mut(), &mut a, &mut buf, d).await;
+        assert!(matches!(n, Some(Ok(5))));
+        assert_eq!(&buf[..5], b"hello");
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use super::framing::{Body, Framing};
 use super::gzip::Gzip;
 use super::head::{self, Forwarding};
 use super::response::{self, ClientSide, Out};
-use super::{bodies, pool, relay, route_policy, Conn, Next};
+use super::{bodies, pool, relay, route_policy, timer, Conn, Next};
 use crate::app::App;
 use crate::color::Color;
 use crate::edge::Refusal;
@@ -72,24 +72,29 @@ const GRPC_NEEDS_H2: Refusal = Refusal::Http2Required(
 /// A chunked request body that breaks its framing: nobody can say where it ends.
 const BAD_CHUNK: Refusal = Refusal::BadRequest("invalid chunked request body");
 
-/// What the access log needs of a request; empty strings when the log is off (no
-/// allocation per request then).
+/// What the access log needs of a request: method and target in one string (one allocation),
+/// split at the method's length; nothing when the log is off (no allocation per request
+/// then).
 #[derive(Default)]
-struct Log {
-    method: String,
-    path: String,
-}
+struct Log(Option<Box<str>>, usize);
 
 impl Log {
     fn new(on: bool, method: &str, target: &str) -> Log {
-        if on {
-            Log {
-                method: method.to_string(),
-                path: target.to_string(),
-            }
-        } else {
-            Log::default()
+        if !on {
+            return Log::default();
         }
+        Log(
+            Some([method, target].concat().into_boxed_str()),
+            method.len(),
+        )
+    }
+
+    fn method(&self) -> &str {
+        self.0.as_deref().map_or("", |t| &t[..self.1])
+    }
+
+    fn path(&self) -> &str {
+        self.0.as_deref().map_or("", |t| &t[self.1..])
     }
 }
 
@@ -102,7 +107,9 @@ pub(crate) struct Plan {
     backend: Arc<Backend>,
     /// The upstream head, then reused for what goes to the client.
     out: Vec<u8>,
-    host_line: Option<Range<usize>>,
+    /// Where the Host line written for a host-less request is (u32: the plan sits in every
+    /// connection's future).
+    host_line: Option<Range<u32>>,
     head_len: usize,
     framing: Framing,
     is_head: bool,
@@ -113,8 +120,6 @@ pub(crate) struct Plan {
     gzip: bool,
     idempotent: bool,
     log: Log,
-    /// After a 101: where the server-to-client frames stand after what came with it.
-    frames: Option<FrameTracker>,
     /// The CORS lines of the response (route_policy.rs); `None` off CORS routes.
     cors: Option<Vec<u8>>,
     expect_continue: bool,
@@ -256,7 +261,7 @@ fn prepare_routed(
         client,
         backend,
         out,
-        host_line,
+        host_line: host_line.map(|r| r.start as u32..r.end as u32),
         head_len: req.head_len,
         framing: req.framing,
         is_head: req.is_head(),
@@ -269,7 +274,6 @@ fn prepare_routed(
             "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
         ),
         log,
-        frames: None,
         cors: admitted.cors,
         expect_continue: req.expect_continue && req.minor > 0,
         route: d.route,
@@ -314,8 +318,8 @@ pub(crate) async fn answer(conn: &mut Conn<'_>, a: Answer) -> Next {
             elapsed: started.elapsed(),
             bytes: body_len as u64,
             client: a.client,
-            method: &a.log.method,
-            path: &a.log.path,
+            method: a.log.method(),
+            path: a.log.path(),
             backend: None,
         },
     );
@@ -357,12 +361,12 @@ impl Outcome {
 }
 
 /// Forwards one request and its response; accounts for it at the end.
-pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan, timer: Pin<&mut Sleep>) -> Next {
+pub(crate) async fn forward(conn: &mut Conn<'_>, plan: &mut Plan, timer: Pin<&mut Sleep>) -> Next {
     let started = Instant::now();
     let app = conn.app;
     let _inflight = app.tracker.request(plan.color);
     let mut o = Outcome::default();
-    let next = run(conn, &mut plan, &mut o, timer).await;
+    let next = run(conn, plan, &mut o, timer).await;
     if let Some(f) = o.failure {
         tracing::debug!(failure = ?f, server = %plan.backend.addr, "request failed");
     }
@@ -378,8 +382,8 @@ pub(crate) async fn forward(conn: &mut Conn<'_>, mut plan: Plan, timer: Pin<&mut
             elapsed: started.elapsed(),
             bytes: o.bytes,
             client: plan.client,
-            method: &plan.log.method,
-            path: &plan.log.path,
+            method: plan.log.method(),
+            path: plan.log.path(),
             backend: Some(&plan.backend),
         },
     );
@@ -476,8 +480,9 @@ async fn run(
                     // Nothing was sent: another server of the same color may take it.
                     plan.backend = plan.route.pool(plan.color).pick().clone();
                     if let Some(at) = plan.host_line.take() {
-                        plan.host_line =
-                            Some(head::rewrite_host(&mut plan.out, at, plan.backend.addr));
+                        let at = at.start as usize..at.end as usize;
+                        let new = head::rewrite_host(&mut plan.out, at, plan.backend.addr);
+                        plan.host_line = Some(new.start as u32..new.end as u32);
                     }
                     continue;
                 }
@@ -497,7 +502,14 @@ async fn run(
             return Box::pin(error_page(conn, plan, o, &body)).await;
         }
         let mut ubuf = pool::buffer(size);
-        let r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf, timer.as_mut()).await;
+        let mut r = respond(conn, plan, o, &mut body, &mut up, &mut ubuf, timer.as_mut()).await;
+        if let Respond::Head(head, ulen) = r {
+            // Awaited here, not inside respond: the two futures then share their space in
+            // this one instead of nesting (every connection's future is as large as its
+            // deepest nesting).
+            let (b, u) = (&mut body, &mut up);
+            r = send_response(conn, plan, o, b, u, &mut ubuf, ulen, head, timer.as_mut()).await;
+        }
         // A buffer grown for a large response head is freed: the pool keeps one size.
         if ubuf.len() == size {
             pool::give_back(ubuf);
@@ -524,7 +536,11 @@ async fn run(
             }
             // Boxed: an upgraded session's relay is large and rare, and would otherwise
             // make every connection's future (idle keep-alives included) that large.
-            Respond::Upgraded => return Box::pin(upgraded(conn, plan, o, &mut up)).await,
+            Respond::Upgraded(frames) => {
+                return Box::pin(upgraded(conn, plan, o, &mut up, frames)).await
+            }
+            // send_response answers Done (or another of the above), never a head.
+            Respond::Head(..) => unreachable!("a response head left unsent"),
         }
     }
 }
@@ -614,8 +630,12 @@ enum Respond {
     },
     /// The (pooled) connection ended before a single response byte.
     DeadBeforeAnyByte,
-    /// A 101 went to the client (with whatever followed it): relay from here.
-    Upgraded,
+    /// A 101 went to the client (with whatever followed it): relay from here, with where the
+    /// server-to-client frames stand after what came with it.
+    Upgraded(FrameTracker),
+    /// A final response head (the client's head is in `plan.out`), and how much of its body
+    /// is in the buffer: send it ([`send_response`]).
+    Head(FinalHead, usize),
 }
 
 /// Reads the response head (relaying interim ones) while the rest of the request body goes
@@ -636,17 +656,19 @@ async fn respond(
     // A client that stops sending its body for idle_timeout is cut: it would hold a backend
     // connection forever otherwise.
     let body_stall = cfg.limits.idle_timeout;
-    let mut body_deadline = tokio::time::Instant::now() + body_stall;
     let (read_timeout, write_timeout) = (plan.read_timeout(conn.app), plan.write_timeout(conn.app));
-    let mut head_deadline = tokio::time::Instant::now() + read_timeout;
+    // Deadlines since the last progress of each side, read off the clock only when a wait
+    // needs one (`None`: progress since).
+    let mut body_due = None;
+    let mut head_due = None;
     let head = loop {
         if ulen > 0 {
             match final_head(conn, plan, o, body, &ubuf[..ulen]) {
                 Parsed::Incomplete => {}
                 Parsed::Interim(n, forward) => {
                     if let Some(h) = forward {
-                        let sent =
-                            bodies::send(&mut conn.client, &h, cfg.client_send_timeout).await;
+                        let t = cfg.client_send_timeout;
+                        let sent = bodies::send_on(timer.as_mut(), &mut conn.client, &h, t).await;
                         pool::give_back_scratch(h);
                         if let Err(f) = sent {
                             o.failure = Some(f);
@@ -679,25 +701,22 @@ async fn respond(
         }
         let rlen = conn.rlen;
         let sending = !body.is_done();
-        if !sending {
-            timer.as_mut().reset(head_deadline);
-        }
+        let now = tokio::time::Instant::now;
+        // The connection's own timer (timer.rs): for the client's body while it is still
+        // coming, for the backend's head once it is all sent.
+        let due = if sending {
+            *body_due.get_or_insert_with(|| now() + body_stall)
+        } else {
+            *head_due.get_or_insert_with(|| now() + read_timeout)
+        };
+        timer::arm(timer.as_mut(), due);
         tokio::select! {
-            // Async blocks: no timer is even created unless it is needed.
-            _ = async { tokio::time::sleep_until(body_deadline).await }, if sending => {
-                o.failure = Some(Failure::ClientStalled);
-                return done(Next::Close);
-            },
-            // The connection's own timer: moving its deadline later costs no new timer.
-            _ = timer.as_mut(), if !sending => {
-                tracing::debug!(server = %plan.backend.addr, "no response head in time");
-                o.fail(conn.app, plan.color, Failure::Timeout);
-                return done(Box::pin(error_page(conn, plan, o, body)).await);
-            },
+            // Biased: the backend's bytes first, as they are what nearly every wake-up is for.
+            biased;
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;
-                    head_deadline = tokio::time::Instant::now() + read_timeout;
+                    head_due = None;
                 }
                 _ if ulen == 0 => return Respond::DeadBeforeAnyByte,
                 _ => {
@@ -708,7 +727,7 @@ async fn respond(
             r = conn.client.read(&mut conn.rbuf[rlen..]), if sending => match r {
                 Ok(n) if n > 0 => {
                     conn.rlen += n;
-                    body_deadline = tokio::time::Instant::now() + body_stall;
+                    body_due = None;
                     if let Err(f) = send_body(conn, body, up, write_timeout).await {
                         o.fail(conn.app, plan.color, f);
                         if f == Failure::ClientProtocol {
@@ -721,7 +740,7 @@ async fn respond(
                         return done(Box::pin(error_page(conn, plan, o, body)).await);
                     }
                     if body.is_done() {
-                        head_deadline = tokio::time::Instant::now() + read_timeout;
+                        head_due = None;
                     }
                 }
                 _ => {
@@ -729,6 +748,15 @@ async fn respond(
                     o.failure = Some(Failure::ClientGone);
                     return done(Next::Close);
                 }
+            },
+            _ = timer::expired(timer.as_mut(), due) => {
+                if sending {
+                    o.failure = Some(Failure::ClientStalled);
+                    return done(Next::Close);
+                }
+                tracing::debug!(server = %plan.backend.addr, "no response head in time");
+                o.fail(conn.app, plan.color, Failure::Timeout);
+                return done(Box::pin(error_page(conn, plan, o, body)).await);
             },
         }
     };
@@ -739,12 +767,11 @@ async fn respond(
         plan.out.extend_from_slice(rest);
         let mut frames = FrameTracker::default();
         frames.feed(rest, false);
-        plan.frames = Some(frames);
-        return Respond::Upgraded;
+        return Respond::Upgraded(frames);
     }
     ubuf.copy_within(head.len..ulen, 0);
     ulen -= head.len;
-    send_response(conn, plan, o, body, up, ubuf, ulen, head).await
+    Respond::Head(head, ulen)
 }
 
 fn done(next: Next) -> Respond {
@@ -872,10 +899,11 @@ async fn send_response(
     ubuf: &mut [u8],
     ulen: usize,
     head: FinalHead,
+    timer: Pin<&mut Sleep>,
 ) -> Respond {
     let app = conn.app;
     let relayed = if body.is_done() {
-        relay_response(app, &mut conn.client, up, plan, o, ubuf, ulen, &head).await
+        relay_response(app, &mut conn.client, up, plan, o, ubuf, ulen, &head, timer).await
     } else {
         // Boxed: both directions at once is the rare case, and its future is large.
         Box::pin(duplex(conn, plan, o, body, up, ubuf, ulen, &head)).await
@@ -937,7 +965,20 @@ async fn duplex(
             &mut uw,
             bounds,
         );
-        let download = relay_response(app, &mut cw, &mut ur, plan, o, ubuf, ulen, head);
+        // Its own timer: the upload runs at the same time, under bounds of its own.
+        let download_timer = tokio::time::sleep(plan.read_timeout(app));
+        tokio::pin!(download_timer);
+        let download = relay_response(
+            app,
+            &mut cw,
+            &mut ur,
+            plan,
+            o,
+            ubuf,
+            ulen,
+            head,
+            download_timer.as_mut(),
+        );
         tokio::pin!(upload, download);
         let mut uploading = true;
         loop {
@@ -973,14 +1014,16 @@ async fn relay_response<W, R>(
     ubuf: &mut [u8],
     mut ulen: usize,
     head: &FinalHead,
+    mut timer: Pin<&mut Sleep>,
 ) -> Relayed
 where
     W: tokio::io::AsyncWrite + Unpin + ?Sized,
     R: tokio::io::AsyncRead + Unpin + ?Sized,
 {
     let mut rbody = Body::new(head.framing);
+    // Boxed: the encoder is ~150 bytes that every connection's future would otherwise hold.
     let mut gz = match head.mode {
-        Out::Gzip { chunked } => Some(Gzip::new(chunked)),
+        Out::Gzip { chunked } => Some(Box::new(Gzip::new(chunked))),
         _ => None,
     };
     let mut head_sent = false;
@@ -1014,7 +1057,8 @@ where
             }
         }
         if !plan.out.is_empty() {
-            if let Err(f) = bodies::send(client, &plan.out, app.cfg.client_send_timeout).await {
+            let t = app.cfg.client_send_timeout;
+            if let Err(f) = bodies::send_on(timer.as_mut(), client, &plan.out, t).await {
                 o.failure = Some(f);
                 if !head_sent {
                     o.status = 0;
@@ -1028,7 +1072,8 @@ where
         if rbody.is_done() {
             return Relayed::Whole { extra: ulen > 0 };
         }
-        match bodies::within(plan.read_timeout(app), up.read(&mut ubuf[ulen..])).await {
+        let t = plan.read_timeout(app);
+        match bodies::read_on(timer.as_mut(), up, &mut ubuf[ulen..], t).await {
             Some(Ok(k)) if k > 0 => ulen += k,
             None => {
                 tracing::debug!(server = %plan.backend.addr, "the response body stalled");
@@ -1041,7 +1086,7 @@ where
                     if let Some(g) = gz.take() {
                         g.finish(&mut plan.out);
                         let t = app.cfg.client_send_timeout;
-                        let _ = bodies::send(client, &plan.out, t).await;
+                        let _ = bodies::send_on(timer.as_mut(), client, &plan.out, t).await;
                         plan.out.clear();
                     }
                     return Relayed::EndedByClose;
@@ -1094,9 +1139,9 @@ async fn upgraded(
     plan: &mut Plan,
     o: &mut Outcome,
     up: &mut TcpStream,
+    frames: FrameTracker,
 ) -> Next {
     let app = conn.app;
-    let frames = plan.frames.take().unwrap_or_default();
     if bodies::send(&mut conn.client, &plan.out, app.cfg.client_send_timeout)
         .await
         .is_err()

@@ -13,14 +13,14 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::client::Client;
 use super::{bodies, pool};
 use crate::drain::WsHandle;
 use crate::wsframe::{close_frame_1012, FrameTracker};
@@ -34,25 +34,34 @@ pub async fn read_lent<R>(r: &mut R, size: usize) -> io::Result<(Vec<u8>, usize)
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    std::future::poll_fn(|cx| {
-        let mut b = pool::buffer(size);
-        let mut rb = ReadBuf::new(&mut b);
-        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                Poll::Ready(Ok((b, n)))
-            }
-            Poll::Ready(Err(e)) => {
-                pool::give_back(b);
-                Poll::Ready(Err(e))
-            }
-            Poll::Pending => {
-                pool::give_back(b);
-                Poll::Pending
-            }
+    std::future::poll_fn(|cx| poll_read_lent(r, cx, size)).await
+}
+
+/// One attempt of [`read_lent`].
+pub fn poll_read_lent<R>(
+    r: &mut R,
+    cx: &mut Context<'_>,
+    size: usize,
+) -> Poll<io::Result<(Vec<u8>, usize)>>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let mut b = pool::buffer(size);
+    let mut rb = ReadBuf::new(&mut b);
+    match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            Poll::Ready(Ok((b, n)))
         }
-    })
-    .await
+        Poll::Ready(Err(e)) => {
+            pool::give_back(b);
+            Poll::Ready(Err(e))
+        }
+        Poll::Pending => {
+            pool::give_back(b);
+            Poll::Pending
+        }
+    }
 }
 
 /// How an upgraded connection ended.
@@ -83,8 +92,8 @@ enum Down {
 /// passed on and the other direction keeps going), one fails, or a handover ends it. A
 /// write that makes no progress for `send_timeout` ends the connection. `frames` has
 /// already seen what was sent to the client with the 101.
-pub async fn relay(
-    client: &mut Stream,
+pub(crate) async fn relay(
+    client: &mut Client,
     up: &mut TcpStream,
     handle: &WsHandle,
     mut frames: FrameTracker,

@@ -6,7 +6,7 @@
 //! a writer into a reused buffer. Whether to gzip is request.rs's decision; the body bytes
 //! are framing.rs's and mod.rs's.
 
-use super::field::Field;
+use super::field::{Field, Kinds};
 use super::framing::Framing;
 use super::head::{parse_length, Fields};
 use crate::config::HeaderRule;
@@ -40,6 +40,8 @@ pub struct Response<'b, 'h> {
     /// `Connection` names other fields (hop-by-hop ones to drop): rare, so the per-field
     /// check only runs then.
     names_fields: bool,
+    /// The kinds of the fields, found once by the parse.
+    kinds: Kinds,
 }
 
 impl Response<'_, '_> {
@@ -108,12 +110,13 @@ pub fn parse<'b, 'h>(
         headers,
         close: minor == 0,
         names_fields: false,
+        kinds: Kinds::default(),
     };
     // One pass: connection options, and the framing fields for framing().
     let mut te = None;
     let mut len = Ok(None);
-    for h in r.headers {
-        let f = Field::of(h.name);
+    for (i, h) in r.headers.iter().enumerate() {
+        let f = r.kinds.find(i, h.name);
         if f == Field::TransferEncoding {
             te = Some(h.value);
         } else if f == Field::ContentLength {
@@ -228,9 +231,9 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
     // RFC 9110 §8.6, RFC 9112 §6.1: no framing fields on 1xx and 204, and Transfer-Encoding
     // never to an HTTP/1.0 client (it cannot read it).
     let bodiless = r.status < 200 || r.status == 204;
-    for h in r.headers {
+    for (i, h) in r.headers.iter().enumerate() {
         let n = h.name;
-        let f = Field::of(n);
+        let f = r.kinds.of(i, n);
         let skip = match f {
             Field::Upgrade => !upgrade,
             Field::TransferEncoding => mode != Out::Pass || bodiless || side.http10,
@@ -287,8 +290,8 @@ pub fn write_client(r: &Response<'_, '_>, side: &ClientSide<'_>, out: &mut Vec<u
 /// minus hop-by-hop and framing ones; no route headers (they belong to the final response).
 pub fn write_interim(r: &Response<'_, '_>, out: &mut Vec<u8>) {
     start_head(out, r);
-    for h in r.headers {
-        let f = Field::of(h.name);
+    for (i, h) in r.headers.iter().enumerate() {
+        let f = r.kinds.of(i, h.name);
         if f.is_hop_by_hop()
             || matches!(f, Field::ContentLength | Field::TransferEncoding)
             || named_in_connection(r, h.name)

@@ -623,6 +623,30 @@ impl Stream {
         }
     }
 
+    /// switchyard patch (see PATCHED.md): the TCP socket itself, for a caller that does its
+    /// own buffering and keeps its own timing, so its reads and writes skip this type's
+    /// layers. `Err(self)` unless the stream is TCP with nothing buffered, rewound or
+    /// traced, so no byte and no callback is lost; the digests are dropped (read them first).
+    pub fn into_tcp(mut self) -> std::result::Result<TcpStream, Self> {
+        let plain = match self.stream.as_ref() {
+            Some(BufferedStream::UnbufferedRead(w)) => w.buffer().is_empty(),
+            Some(BufferedStream::BufferedRead(r)) => {
+                r.buffer().is_empty() && r.get_ref().buffer().is_empty()
+            }
+            None => false,
+        } && matches!(self.stream().get_ref().stream, RawStream::Tcp(_))
+            && self.rewind_read_buf.is_empty()
+            && self.tracer.is_none();
+        if !plain {
+            return Err(self);
+        }
+        match self.stream.take().map(|s| s.into_inner().stream) {
+            Some(RawStream::Tcp(s)) => Ok(s),
+            // Checked above.
+            _ => unreachable!("a plain TCP stream"),
+        }
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
@@ -806,8 +830,12 @@ impl Drop for Stream {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
         }
+        // switchyard patch: `into_tcp` took the socket out; nothing is left to close.
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
         /* use nodelay/local_addr function to detect socket status */
-        let ret = match &self.stream().get_ref().stream {
+        let ret = match &stream.get_ref().stream {
             RawStream::Tcp(s) => s.nodelay().err(),
             #[cfg(unix)]
             RawStream::Unix(s) => s.local_addr().err(),
