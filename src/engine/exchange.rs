@@ -656,7 +656,6 @@ async fn respond(
     // A client that stops sending its body for idle_timeout is cut: it would hold a backend
     // connection forever otherwise.
     let body_stall = cfg.limits.idle_timeout;
-    let (read_timeout, write_timeout) = (plan.read_timeout(conn.app), plan.write_timeout(conn.app));
     // Deadlines since the last progress of each side, read off the clock only when a wait
     // needs one (`None`: progress since).
     let mut body_due = None;
@@ -707,7 +706,7 @@ async fn respond(
         let due = if sending {
             *body_due.get_or_insert_with(|| now() + body_stall)
         } else {
-            *head_due.get_or_insert_with(|| now() + read_timeout)
+            *head_due.get_or_insert_with(|| now() + plan.read_timeout(conn.app))
         };
         timer::arm(timer.as_mut(), due);
         tokio::select! {
@@ -728,6 +727,8 @@ async fn respond(
                 Ok(n) if n > 0 => {
                     conn.rlen += n;
                     body_due = None;
+                    // Looked up here, not held: the wait's state sits in every connection's future.
+                    let write_timeout = plan.write_timeout(conn.app);
                     if let Err(f) = send_body(conn, body, up, write_timeout).await {
                         o.fail(conn.app, plan.color, f);
                         if f == Failure::ClientProtocol {

@@ -486,10 +486,12 @@ mod tests {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let fut = engine.process_new(stream, &rx);
         let size = std::mem::size_of_val(&*fut);
-        // 1.5 KB in this (debug) build and in release: every idle keep-alive connection
-        // holds it, so growth here is growth of the per-connection memory benches/ measure
-        // (issue 11: at most 3 KB per idle connection, all included; 2.5 KB at 1446576).
-        // mimalloc's size classes step at 1,536 and 1,792 bytes.
-        assert!(size <= 1600, "connection future is {size} bytes");
+        // Every idle keep-alive connection holds it, so growth here is growth of the
+        // per-connection memory benches/ measure (issue 11: at most 3 KB per idle connection,
+        // all included). 1,512 bytes and 2.5 KB per idle connection at 1446576; 1,616 once
+        // the route policies (CORS lines in the plan) and the h2c hand-off joined, which moves
+        // it from mimalloc's 1,536-byte size class to the 1,792 one (+256 bytes per
+        // connection). The bound is that class.
+        assert!(size <= 1792, "connection future is {size} bytes");
     }
 }
