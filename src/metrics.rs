@@ -30,6 +30,8 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "http2_required",
     "rate_limited",
     "body_too_large",
+    // HTTP/2: a body of unknown length on a route with max_body_bytes (h2/policy.rs).
+    "length_required",
     // Connections closed at accept on a proxy_protocol listener (real_ip::ProxyRefusal).
     "proxy_untrusted",
     "proxy_missing",

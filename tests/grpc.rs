@@ -736,3 +736,110 @@ async fn an_h2c_connection_behind_a_proxy_protocol_balancer_is_its_real_client()
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].values("x-forwarded-for"), ["203.0.113.7"]);
 }
+
+/// A route's CORS, rate limit and body size hold over HTTP/2 as over HTTP/1.1
+/// (h2/policy.rs calls the same decisions): nothing the client does there gets around them.
+#[tokio::test]
+async fn h2_requests_meet_the_routes_cors_rate_limit_and_body_size() {
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+
+    let raw = common::raw_backend::RawBackend::start().await;
+    let route = format!(
+        "{}cors = {{ origins = [\"https://app.example.com\"], methods = [\"GET\", \"POST\"] }}\nrate_limit = {{ per_second = 1, burst = 1, key = \"header:x-api-key\" }}\nmax_body_bytes = 10\n",
+        raw.route()
+    );
+    let mut s = h2_setup(&route, "2s");
+    s.health = common::raw_backend::RawBackend::health();
+    let p = Proxy::start(&s).await;
+    p.wait_healthy().await;
+    type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    let io = TokioIo::new(TcpStream::connect(p.addr()).await.expect("connect"));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Body>(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let uri = format!("http://{}/x", p.addr());
+    let req = |method: &str, key: &str, body: Body| {
+        http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("origin", "https://app.example.com")
+            .header("x-api-key", key)
+            .body(body)
+            .expect("request")
+    };
+    let empty = || Empty::<Bytes>::new().boxed();
+
+    // A preflight is answered here, with the policy's headers.
+    let mut pre = req("OPTIONS", "k1", empty());
+    pre.headers_mut().insert(
+        "access-control-request-method",
+        http::HeaderValue::from_static("POST"),
+    );
+    let resp = sender.send_request(pre).await.expect("preflight");
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(&b"https://app.example.com"[..])
+    );
+    // An actual request is forwarded and its response carries the CORS headers.
+    let resp = sender
+        .send_request(req("GET", "k2", empty()))
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(&b"https://app.example.com"[..])
+    );
+    // The same key again within its window: 429 with Retry-After, not forwarded.
+    let resp = sender
+        .send_request(req("GET", "k2", empty()))
+        .await
+        .expect("limited");
+    assert_eq!(resp.status(), 429);
+    assert!(
+        resp.headers().contains_key("retry-after"),
+        "{:?}",
+        resp.headers()
+    );
+    // A body over max_body_bytes (content-length 20): 413.
+    let big = Full::new(Bytes::from_static(b"01234567890123456789")).boxed();
+    let resp = sender
+        .send_request(req("POST", "k3", big))
+        .await
+        .expect("413");
+    assert_eq!(resp.status(), 413);
+    // A body of unknown length cannot be measured before it is forwarded: 411.
+    let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+        Bytes::from_static(b"abc"),
+    ))]);
+    let stream = BodyExt::boxed(StreamBody::new(frames));
+    let resp = sender
+        .send_request(req("POST", "k4", stream))
+        .await
+        .expect("411");
+    assert_eq!(resp.status(), 411);
+
+    let got = raw.received().messages;
+    assert_eq!(
+        got.len(),
+        1,
+        "only the one GET reached the backend: {got:?}"
+    );
+    let metrics = p.metrics().await;
+    for reason in ["rate_limited", "body_too_large", "length_required"] {
+        assert!(
+            metrics.contains(&format!(
+                "switchyard_refused_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason} counted once"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The HTTP/2 and gRPC keys: `[listen] http2` and `[[route]] grpc`, and the checks between
-//! them (a gRPC route is reachable only over HTTP/2; gRPC compresses its own messages).
+//! them (a gRPC route is reachable only over HTTP/2; gRPC compresses its own messages and
+//! streams bodies of no announced length, so neither `gzip` nor `max_body_bytes` applies).
 //!
 //! Only validation lives here; the HTTP/2 data path is src/h2/.
 
@@ -23,6 +24,12 @@ pub(super) fn check_routes(
             return Err(at(
                 g.span(),
                 format!("route \"{name}\": grpc = true needs [listen] http2 = true (gRPC clients speak HTTP/2 only)"),
+            ));
+        }
+        if let Some(m) = &r.max_body_bytes {
+            return Err(at(
+                m.span(),
+                format!("route \"{name}\": max_body_bytes does not apply to a grpc = true route (gRPC streams carry no content-length; limit message sizes in the gRPC server)"),
             ));
         }
         if r.gzip {
@@ -69,6 +76,12 @@ mod tests {
         let e = parse(&text("http2 = true", "gzip = true\ngrpc = true")).expect_err("gzip");
         assert!(
             e.starts_with("t.toml:10:8:") && e.contains("cannot be combined"),
+            "{e}"
+        );
+        let e = parse(&text("http2 = true", "grpc = true\nmax_body_bytes = 1024"))
+            .expect_err("max_body_bytes");
+        assert!(
+            e.starts_with("t.toml:10:18:") && e.contains("max_body_bytes does not apply"),
             "{e}"
         );
         let e = parse(&text("http2 = \"yes\"", "")).expect_err("not a bool");

@@ -29,7 +29,7 @@ use pingora::proxy::{CutOffFuture, FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::grpc;
+use super::{grpc, policy};
 use crate::app::App;
 use crate::color::Color;
 use crate::drain::{Open, WsRegistration};
@@ -82,6 +82,8 @@ pub struct Stream {
     failure: Option<Failure>,
     /// The route gzips and the client accepts it.
     gzip: bool,
+    /// A CORS route's headers for this response (policy.rs); `None` off CORS routes.
+    cors: Option<crate::cors::Headers>,
 }
 
 /// An HTTP/2 request the front door refuses before routing (the engine refuses the same
@@ -171,24 +173,26 @@ impl Gateway {
         text: &str,
         rules: &[crate::config::HeaderRule],
     ) -> bool {
-        self.answer_with(session, status, text, None, rules).await
+        self.answer_with(session, status, text, &[], rules).await
     }
 
-    /// [`Self::answer`] with a `Location` (the 308 of `redirect_https`).
+    /// [`Self::answer`] with more headers (the 308's `Location`, CORS, `Retry-After`).
     async fn answer_with(
         &self,
         session: &mut Session,
         status: u16,
         text: &str,
-        location: Option<&str>,
+        extra: &[(&'static str, Vec<u8>)],
         rules: &[crate::config::HeaderRule],
     ) -> bool {
-        let Ok(mut head) = ResponseHeader::build(status, Some(4)) else {
+        let Ok(mut head) = ResponseHeader::build(status, Some(4 + extra.len())) else {
             return false;
         };
         let _ = head.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8");
-        if let Some(l) = location {
-            let _ = head.insert_header(http::header::LOCATION, l);
+        for (name, value) in extra {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                let _ = head.append_header(*name, v);
+            }
         }
         let _ = head.insert_header(http::header::CONTENT_LENGTH, text.len());
         for r in rules {
@@ -250,8 +254,8 @@ impl Gateway {
         match redirect::location(host_of(req), &target, port) {
             Some(location) => {
                 let text = "switchyard: this site is served over https\n";
-                self.answer_with(session, 308, text, Some(&location), rules)
-                    .await;
+                let location = [("Location", location.into_bytes())];
+                self.answer_with(session, 308, text, &location, rules).await;
             }
             None => {
                 let r = Refusal::BadRequest("a redirect to https needs a Host header");
@@ -290,6 +294,8 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Stream) -> Result<bool> {
         let app = &self.app;
         self.identify(session, ctx);
+        // Whether a body follows the head (for a route's max_body_bytes).
+        let body_empty = session.is_body_empty();
         let req = session.req_header();
         if app.cfg.access_log.is_some() {
             ctx.method = req.method.to_string();
@@ -326,6 +332,19 @@ impl ProxyHttp for Gateway {
             .await;
             return Ok(true);
         };
+        // The route's own policies (CORS, rate limit, body size), as the engine applies them.
+        match policy::admit(session.req_header(), body_empty, &d.route, ctx.client) {
+            Ok(cors) => ctx.cors = cors,
+            Err(local) => {
+                if let Some(reason) = local.refused {
+                    app.metrics.refused(reason);
+                }
+                let rules = &d.route.headers;
+                self.answer_with(session, local.status, local.text, &local.extra, rules)
+                    .await;
+                return Ok(true);
+            }
+        }
         ctx._inflight = Some(app.tracker.request(d.color));
         if d.route.grpc {
             ctx.grpc = Some(app.tracker.register_grpc(d.color));
@@ -372,8 +391,9 @@ impl ProxyHttp for Gateway {
             peer.options.h2_ping_interval = Some(Duration::from_secs(30));
         } else {
             // As the engine: silent for upstream_read_timeout, or not taking the request body.
-            peer.options.read_timeout = Some(cfg.upstream_read_timeout);
-            peer.options.write_timeout = Some(cfg.upstream_read_timeout);
+            let limits = &route.limits;
+            peer.options.read_timeout = Some(limits.read_timeout(cfg.upstream_read_timeout));
+            peer.options.write_timeout = Some(limits.write_timeout(cfg.upstream_read_timeout));
         }
         ctx.backend = Some(backend);
         Ok(Box::new(peer))
@@ -486,6 +506,23 @@ impl ProxyHttp for Gateway {
         }
         for rule in &route.headers {
             resp.append_header(HeaderName::clone(&rule.name), rule.value.clone())?;
+        }
+        if let Some(cors) = &ctx.cors {
+            // The route's policy is the one CORS answer: the backend's own are dropped.
+            let theirs: Vec<HeaderName> = resp
+                .headers
+                .keys()
+                .filter(|n| crate::cors::is_cors_field(n.as_str()))
+                .cloned()
+                .collect();
+            for n in theirs {
+                resp.remove_header(&n);
+            }
+            for (name, value) in cors {
+                if let Ok(v) = HeaderValue::from_bytes(value) {
+                    resp.append_header(*name, v)?;
+                }
+            }
         }
         Ok(())
     }

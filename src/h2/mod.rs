@@ -13,6 +13,7 @@
 
 pub mod gateway;
 pub mod grpc;
+pub mod policy;
 
 use std::sync::Arc;
 
