@@ -147,6 +147,18 @@ pub struct Sender {
     pub https: bool,
 }
 
+impl Sender {
+    /// What [`sender`] decides when nobody is trusted (`trusted_proxies` empty, the
+    /// default), without reading the request's fields: the peer, and https only over TLS.
+    pub fn direct(peer: Option<IpAddr>, tls: bool) -> Sender {
+        Sender {
+            client: peer,
+            peer_trusted: false,
+            https: tls,
+        }
+    }
+}
+
 /// The three decisions below for one request, as any data path asks them: the connection's
 /// peer (after any PROXY header) and TLS, the request's `X-Forwarded-For` values in order,
 /// and its `X-Forwarded-Proto`.
@@ -234,6 +246,20 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn with_nobody_trusted_the_direct_sender_is_what_sender_decides() {
+        let none = TrustedProxies::default();
+        let peer: IpAddr = "203.0.113.7".parse().expect("ip");
+        for tls in [false, true] {
+            let xff: [&[u8]; 2] = [b"10.0.0.1", b"198.51.100.2, 10.0.0.3"];
+            let decided = sender(Some(peer), tls, &none, xff.into_iter(), Some(b"https"));
+            assert_eq!(decided, Sender::direct(Some(peer), tls));
+        }
+        let decided = sender(None, false, &none, std::iter::empty(), None);
+        assert_eq!(decided, Sender::direct(None, false));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -64,6 +64,30 @@ pub(crate) struct Answer {
     log: Log,
 }
 
+/// switchyard's own answer to `req` (what route_policy.rs's `Local` says, with the facts of
+/// the request that decide how the connection goes on after it).
+fn own_answer(
+    req: &head::Request<'_, '_>,
+    local: route_policy::Local,
+    route: Option<Arc<Route>>,
+    client: Option<IpAddr>,
+    log: Log,
+) -> Step {
+    Step::Answer(Answer {
+        status: local.status,
+        body: local.body,
+        refused: local.refused,
+        extra: local.extra,
+        route,
+        client,
+        head_len: req.head_len,
+        has_body: req.framing != Framing::Empty,
+        is_head: req.is_head(),
+        keep_alive: req.wants_keep_alive(),
+        log,
+    })
+}
+
 /// An HTTP/1.x request for a gRPC route (src/h2/ serves those over HTTP/2).
 const GRPC_NEEDS_H2: Refusal = Refusal::Http2Required(
     "this route serves gRPC, which needs HTTP/2 (TLS with ALPN h2, or h2c with prior knowledge)",
@@ -157,13 +181,19 @@ pub(crate) fn prepare(conn: &Conn<'_>) -> Step {
         Ok(Some(r)) => r,
     };
     let log = Log::new(app.cfg.access_log.is_some(), req.method, req.target);
-    let xff = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
-        .map(|h| h.value);
-    let proto = req.header("x-forwarded-proto");
-    let sender = real_ip::sender(conn.peer_ip, conn.tls, &app.cfg.trusted_proxies, xff, proto);
+    let trusted = &app.cfg.trusted_proxies;
+    // Nobody trusted (the default): the forwarding fields are not even looked for.
+    let sender = if trusted.is_empty() {
+        real_ip::Sender::direct(conn.peer_ip, conn.tls)
+    } else {
+        let xff = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|h| h.value);
+        let proto = req.header("x-forwarded-proto");
+        real_ip::sender(conn.peer_ip, conn.tls, trusted, xff, proto)
+    };
     if let Some(port) = redirect::port_for(&app.cfg, req.path, sender.https) {
         return to_https(&req, port, sender.client, log);
     }
@@ -178,19 +208,13 @@ fn to_https(req: &head::Request<'_, '_>, port: u16, client: Option<IpAddr>, log:
             "a redirect to https needs a Host header",
         ));
     };
-    Step::Answer(Answer {
+    let local = route_policy::Local {
         status: 308,
         body: "switchyard: this site is served over https\n",
         refused: None,
         extra: format!("Location: {location}\r\n").into_bytes(),
-        route: None,
-        client,
-        head_len: req.head_len,
-        has_body: req.framing != Framing::Empty,
-        is_head: req.is_head(),
-        keep_alive: req.wants_keep_alive(),
-        log,
-    })
+    };
+    own_answer(req, local, None, client, log)
 }
 
 /// Route, color, server and the upstream head of a request that is forwarded (or 404).
@@ -205,40 +229,20 @@ fn prepare_routed(
     let preview = app.cfg.preview.as_ref();
     let steer = preview.and_then(|p| req.header(&p.header));
     let Some(d) = request::decide(app, req.host, req.path, client, steer) else {
-        return Step::Answer(Answer {
+        let local = route_policy::Local {
             status: 404,
             body: "switchyard: no route for this path\n",
             refused: Some("no_route"),
             extra: Vec::new(),
-            route: None,
-            client,
-            head_len: req.head_len,
-            has_body: req.framing != Framing::Empty,
-            is_head: req.is_head(),
-            keep_alive: req.wants_keep_alive(),
-            log,
-        });
+        };
+        return own_answer(req, local, None, client, log);
     };
     if d.route.grpc {
         return Step::Refuse(GRPC_NEEDS_H2);
     }
     let admitted = match route_policy::admit(req, &d.route, client) {
         Ok(a) => a,
-        Err(local) => {
-            return Step::Answer(Answer {
-                status: local.status,
-                body: local.body,
-                refused: local.refused,
-                extra: local.extra,
-                client,
-                head_len: req.head_len,
-                has_body: req.framing != Framing::Empty,
-                is_head: req.is_head(),
-                keep_alive: req.wants_keep_alive(),
-                log,
-                route: Some(d.route),
-            })
-        }
+        Err(local) => return own_answer(req, local, Some(d.route), client, log),
     };
     let backend = d.route.pool(d.color).pick().clone();
     let fwd = Forwarding {
