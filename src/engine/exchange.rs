@@ -714,8 +714,10 @@ async fn respond(
         };
         timer::arm(timer.as_mut(), due);
         tokio::select! {
-            // Biased: the backend's bytes first, as they are what nearly every wake-up is for.
-            biased;
+            // Not biased: with the backend's read always polled first, requests/s at
+            // saturation fell from 1.0x to 0.6-0.7x nginx's while instructions per request
+            // fell (bisected to c427a39; `benches/run.sh --only throughput`). The cause is
+            // not understood yet; tokio's random branch order costs a few instructions.
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;
