@@ -714,10 +714,9 @@ async fn respond(
         };
         timer::arm(timer.as_mut(), due);
         tokio::select! {
-            // Not biased: with the backend's read always polled first, requests/s at
-            // saturation fell from 1.0x to 0.6-0.7x nginx's while instructions per request
-            // fell (bisected to c427a39; `benches/run.sh --only throughput`). The cause is
-            // not understood yet; tokio's random branch order costs a few instructions.
+            // Not biased: requests/s at saturation fell to 0.6-0.75x nginx's from c427a39 on
+            // (the lazy timer and biased selects) while instructions per request fell; this
+            // select's bias is a suspect, not a proven cause (docs/benchmarks.md, Results).
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;
