@@ -30,16 +30,8 @@ async fn slow_request_on_blue_finishes_after_the_switch() {
     p.wait_healthy().await;
     let url = p.url("/slow?sleep_ms=2000");
     let slow = tokio::spawn(async move { get(&url).await });
-    eventually(
-        "the slow request is in flight",
-        Duration::from_secs(5),
-        || async {
-            p.metric("switchyard_inflight_requests{color=\"blue\"}")
-                .await
-                == 1.0
-        },
-    )
-    .await;
+    p.wait_inflight("the slow request is in flight", "blue", 1.0)
+        .await;
     let reply = p.ctl("switch green").await;
     assert_eq!(
         reply.last().map(String::as_str),
@@ -441,12 +433,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     let mut p = Proxy::start(&s).await;
     let url = p.url("/slow?sleep_ms=1500");
     let slow = tokio::spawn(async move { get(&url).await });
-    eventually("request in flight", Duration::from_secs(5), || async {
-        p.metric("switchyard_inflight_requests{color=\"blue\"}")
-            .await
-            == 1.0
-    })
-    .await;
+    p.wait_inflight("request in flight", "blue", 1.0).await;
     let started = Instant::now();
     p.signal(libc::SIGTERM);
     // While it drains, the admin socket still answers, says so, and refuses switches.

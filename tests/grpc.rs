@@ -435,12 +435,7 @@ async fn a_stream_on_the_old_color_runs_through_the_drain_then_ends_unavailable_
         || async { f.blue.cancelled.load(Ordering::SeqCst) == 1 },
     )
     .await;
-    eventually("nothing open on blue", Duration::from_secs(5), || async {
-        p.metric("switchyard_inflight_requests{color=\"blue\"}")
-            .await
-            == 0.0
-    })
-    .await;
+    p.wait_inflight("nothing open on blue", "blue", 0.0).await;
     drop(f.web);
 }
 
@@ -669,16 +664,8 @@ async fn a_call_whose_server_has_not_answered_by_the_drain_deadline_gets_a_trail
         let ch = ch.clone();
         tokio::spawn(async move { grpc::unary(&ch, slow).await })
     };
-    eventually(
-        "the slow call is open on blue",
-        Duration::from_secs(5),
-        || async {
-            p.metric("switchyard_inflight_requests{color=\"blue\"}")
-                .await
-                == 1.0
-        },
-    )
-    .await;
+    p.wait_inflight("the slow call is open on blue", "blue", 1.0)
+        .await;
     let reply = p.ctl("switch green").await;
     assert_eq!(
         reply.last().map(String::as_str),
@@ -771,6 +758,11 @@ async fn h2_requests_meet_the_routes_cors_rate_limit_and_body_size() {
             .expect("request")
     };
     let empty = || Empty::<Bytes>::new().boxed();
+    let allowed_origin = |r: &http::Response<hyper::body::Incoming>| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes().to_vec())
+    };
 
     // A preflight is answered here, with the policy's headers.
     let mut pre = req("OPTIONS", "k1", empty());
@@ -781,9 +773,7 @@ async fn h2_requests_meet_the_routes_cors_rate_limit_and_body_size() {
     let resp = sender.send_request(pre).await.expect("preflight");
     assert_eq!(resp.status(), 204);
     assert_eq!(
-        resp.headers()
-            .get("access-control-allow-origin")
-            .map(|v| v.as_bytes()),
+        allowed_origin(&resp).as_deref(),
         Some(&b"https://app.example.com"[..])
     );
     // An actual request is forwarded and its response carries the CORS headers.
@@ -793,9 +783,7 @@ async fn h2_requests_meet_the_routes_cors_rate_limit_and_body_size() {
         .expect("get");
     assert_eq!(resp.status(), 200);
     assert_eq!(
-        resp.headers()
-            .get("access-control-allow-origin")
-            .map(|v| v.as_bytes()),
+        allowed_origin(&resp).as_deref(),
         Some(&b"https://app.example.com"[..])
     );
     // The same key again within its window: 429 with Retry-After, not forwarded.

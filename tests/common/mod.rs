@@ -269,6 +269,16 @@ impl Proxy {
             .unwrap_or(0.0)
     }
 
+    /// Waits (up to 5 s) until exactly `n` requests are in flight on `color`; `what` names
+    /// the wait in the failure.
+    pub async fn wait_inflight(&self, what: &str, color: &str, n: f64) {
+        let series = format!("switchyard_inflight_requests{{color=\"{color}\"}}");
+        eventually(what, Duration::from_secs(5), || async {
+            self.metric(&series).await == n
+        })
+        .await;
+    }
+
     /// Waits until `ctl status` says phase=idle (a switch finished).
     pub async fn wait_idle(&self, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
