@@ -16,7 +16,7 @@ use pingora::protocols::{Shutdown, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::pool;
+use super::{pool, readiness};
 
 pub(crate) enum Client {
     /// A plain TCP connection, out of pingora's stream.
@@ -61,22 +61,19 @@ impl Client {
         size: usize,
     ) -> Poll<io::Result<(Vec<u8>, usize)>> {
         match self {
-            Client::Tcp(s) => loop {
-                if let Err(e) = std::task::ready!(s.poll_read_ready(cx)) {
-                    return Poll::Ready(Err(e));
-                }
+            Client::Tcp(s) => {
+                std::task::ready!(s.poll_read_ready(cx))?;
                 let mut b = pool::buffer(size);
-                match s.try_read(&mut b) {
-                    Ok(n) => return Poll::Ready(Ok((b, n))),
-                    Err(e) => {
+                match readiness::poll_read(s, cx, &mut b) {
+                    Poll::Ready(Ok(n)) => Poll::Ready(Ok((b, n))),
+                    other => {
                         pool::give_back(b);
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            return Poll::Ready(Err(e));
-                        }
-                        // A spurious readiness: wait again.
+                        // An error, or a readiness that was stale (the read registered the
+                        // wait for the next one).
+                        other.map_ok(|_| (Vec::new(), 0))
                     }
                 }
-            },
+            }
             Client::Io(s) => super::relay::poll_read_lent(&mut **s, cx, size),
         }
     }

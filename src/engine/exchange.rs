@@ -404,9 +404,11 @@ async fn connect(
     b: &Backend,
     color: Color,
     fresh: bool,
+    resendable: bool,
 ) -> io::Result<(TcpStream, bool)> {
     if !fresh {
-        if let Some(s) = pool::take(b.addr, color, app.cfg.upstream_idle_timeout) {
+        let max_idle = app.cfg.upstream_idle_timeout;
+        if let Some(s) = pool::take(b.addr, color, max_idle, !resendable) {
             return Ok((s, true));
         }
     }
@@ -474,26 +476,27 @@ async fn run(
     let mut fresh = false;
     let size = conn.engine.buf_size;
     loop {
-        let (mut up, reused) = match connect(app, &plan.backend, plan.color, fresh).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(server = %plan.backend.addr, "connect failed: {e}");
-                app.metrics.upstream_error(plan.color, "connect");
-                connect_failures += 1;
-                if connect_failures < servers {
-                    // Nothing was sent: another server of the same color may take it.
-                    plan.backend = plan.route.pool(plan.color).pick().clone();
-                    if let Some(at) = plan.host_line.take() {
-                        let at = at.start as usize..at.end as usize;
-                        let new = head::rewrite_host(&mut plan.out, at, plan.backend.addr);
-                        plan.host_line = Some(new.start as u32..new.end as u32);
+        let (mut up, reused) =
+            match connect(app, &plan.backend, plan.color, fresh, resendable).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(server = %plan.backend.addr, "connect failed: {e}");
+                    app.metrics.upstream_error(plan.color, "connect");
+                    connect_failures += 1;
+                    if connect_failures < servers {
+                        // Nothing was sent: another server of the same color may take it.
+                        plan.backend = plan.route.pool(plan.color).pick().clone();
+                        if let Some(at) = plan.host_line.take() {
+                            let at = at.start as usize..at.end as usize;
+                            let new = head::rewrite_host(&mut plan.out, at, plan.backend.addr);
+                            plan.host_line = Some(new.start as u32..new.end as u32);
+                        }
+                        continue;
                     }
-                    continue;
+                    o.failure = Some(Failure::Connect);
+                    return Box::pin(error_page(conn, plan, o, &body)).await;
                 }
-                o.failure = Some(Failure::Connect);
-                return Box::pin(error_page(conn, plan, o, &body)).await;
-            }
-        };
+            };
         if let Err(f) = bodies::send_up(&mut up, &plan.out, plan.write_timeout(app)).await {
             if reused && f == Failure::Reset {
                 // The backend closed this pooled connection while it idled: nothing was

@@ -25,6 +25,7 @@ pub mod framing;
 pub mod gzip;
 pub mod head;
 pub mod pool;
+mod readiness;
 pub mod relay;
 pub mod response;
 mod route_policy;

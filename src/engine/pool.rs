@@ -60,7 +60,14 @@ thread_local! {
 
 /// Takes a live idle connection to `addr` for `color`, if one is pooled and younger than
 /// `max_idle`.
-pub fn take(addr: SocketAddr, color: Color, max_idle: Duration) -> Option<TcpStream> {
+/// `ask_kernel`: check liveness with a system call rather than the reactor's view alone,
+/// for a request that cannot be sent again if the connection turns out dead.
+pub fn take(
+    addr: SocketAddr,
+    color: Color,
+    max_idle: Duration,
+    ask_kernel: bool,
+) -> Option<TcpStream> {
     POOLS.with(|p| {
         let mut p = p.borrow_mut();
         let key = p
@@ -73,7 +80,7 @@ pub fn take(addr: SocketAddr, color: Color, max_idle: Duration) -> Option<TcpStr
                 key.idle.clear();
                 return None;
             }
-            if is_live(&idle.stream) {
+            if is_live(&idle.stream, ask_kernel) {
                 return Some(idle.stream);
             }
         }
@@ -162,10 +169,22 @@ fn sweep(keys: &mut Vec<Key>, now: Instant, max_idle: Duration) -> usize {
 }
 
 /// Whether a pooled socket still waits quietly: no bytes and no end of stream from the
-/// backend. Uses the reactor's readiness, so a quiet socket costs no system call.
-fn is_live(s: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+/// backend.
+///
+/// The reactor's view costs no system call when the last read emptied the socket
+/// (readiness.rs), but it is only as fresh as the reactor's last look at epoll: a close that
+/// arrived since is missed, and the request fails on the dead connection. That is harmless
+/// for a request the engine sends again on a new connection; for one it cannot resend (a
+/// POST, a streamed body), the kernel is asked (a `MSG_PEEK`, which leaves any bytes where
+/// they are).
+fn is_live(s: &TcpStream, ask_kernel: bool) -> bool {
+    let would_block = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    if ask_kernel {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        would_block(socket2::SockRef::from(s).peek(&mut probe))
+    } else {
+        would_block(s.try_read(&mut [0u8; 1]))
+    }
 }
 
 /// Idle connections this worker holds (for tests and debugging).
@@ -238,24 +257,56 @@ mod tests {
         put(addr, Color::Blue, a, long);
         put(addr, Color::Blue, b, long);
         assert_eq!(
-            take(addr, Color::Green, long).map(|_| ()),
+            take(addr, Color::Green, long, false).map(|_| ()),
             None,
             "per color"
         );
-        let got = take(addr, Color::Blue, long).expect("b is live");
+        let got = take(addr, Color::Blue, long, false).expect("b is live");
         assert_eq!(got.local_addr().expect("b"), b_local, "last in, first out");
         put(addr, Color::Blue, got, long);
         // The backend writes on (or closes) a pooled connection: it is not reused.
         sa.write_all(b"unexpected").await.expect("write");
         drop(sa);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let got = take(addr, Color::Blue, long).expect("b");
+        let got = take(addr, Color::Blue, long, false).expect("b");
         assert_ne!(got.local_addr().expect("b"), a_local);
         // a (closed by its peer) is found dead and dropped.
         let _ = a_local;
-        assert!(take(addr, Color::Blue, long).is_none());
+        assert!(take(addr, Color::Blue, long, false).is_none());
         put(addr, Color::Blue, got, Duration::ZERO);
-        assert!(take(addr, Color::Blue, Duration::ZERO).is_none(), "expired");
+        assert!(
+            take(addr, Color::Blue, Duration::ZERO, false).is_none(),
+            "expired"
+        );
+        assert_eq!(idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_resent_asks_the_kernel() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let up = TcpStream::connect(addr).await.expect("connect");
+        let (mut peer, _) = l.accept().await.expect("accept");
+        let long = Duration::from_secs(60);
+        // A response read that empties the socket clears the reactor's mark (tokio's
+        // `poll_read` does on a short read).
+        peer.write_all(b"response").await.expect("write");
+        let mut up = up;
+        let mut b = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), up.read(&mut b))
+            .await
+            .expect("the response")
+            .expect("read");
+        assert_eq!(n, 8);
+        put(addr, Color::Blue, up, long);
+        // The backend closes it while the worker is busy: the FIN is in the socket, but the
+        // reactor has not looked (no await in between).
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            take(addr, Color::Blue, long, true).is_none(),
+            "the kernel knows the connection is closed"
+        );
         assert_eq!(idle_count(), 0);
     }
 
