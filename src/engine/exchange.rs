@@ -717,9 +717,10 @@ async fn respond(
         };
         timer::arm(timer.as_mut(), due);
         tokio::select! {
-            // Not biased: requests/s at saturation fell to 0.6-0.75x nginx's from c427a39 on
-            // (the lazy timer and biased selects) while instructions per request fell; this
-            // select's bias is a suspect, not a proven cause (docs/benchmarks.md, Results).
+            // Biased: the backend's answer is what nearly every wake-up is for. (The
+            // requests/s "regression" once blamed on this bias was the scheduler's placement
+            // of the processes; docs/benchmarks.md, Results.)
+            biased;
             r = up.read(&mut ubuf[ulen..]) => match r {
                 Ok(n) if n > 0 => {
                     ulen += n;

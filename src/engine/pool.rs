@@ -5,7 +5,8 @@
 //! Upstream connections are kept per server and color, taken last-in first-out (the most
 //! recently used socket is the one least likely to have been closed by the backend), checked
 //! for liveness when taken (readable or closed means the backend is gone or misbehaving: it
-//! is dropped), and expired when the pool is touched and by one sweeper task per worker
+//! is dropped; by the reactor's view, or by the kernel's for a request that cannot be sent
+//! again), and expired when the pool is touched and by one sweeper task per worker
 //! (every second, only while the worker holds idle connections): no task or timer per idle
 //! connection, and a server that gets no more traffic still has its connections closed. Buffers are lent around each read so an idle client connection holds none.
 //!

@@ -26,10 +26,10 @@ pub(crate) fn poll_read(
 ) -> Poll<io::Result<usize>> {
     let room = buf.len();
     loop {
-        std::task::ready!(s.poll_read_ready(cx))?;
         // The read runs inside `try_io`, which takes the readiness it clears before the
         // read: cleared after it, an edge the reactor recorded in between (on another
         // thread) would be lost, and the connection would wait for bytes already there.
+        // `try_io` answers WouldBlock at once, with no system call, when not ready.
         let mut n = 0;
         let r = s.try_io(Interest::READABLE, || {
             n = s.try_read(buf)?;
@@ -41,7 +41,6 @@ pub(crate) fn poll_read(
         });
         match r {
             Ok(()) => return Poll::Ready(Ok(n)),
-            // Drained (readiness cleared), or a readiness that was stale: wait again.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if n > 0 {
                     return Poll::Ready(Ok(n));
@@ -49,6 +48,8 @@ pub(crate) fn poll_read(
             }
             Err(e) => return Poll::Ready(Err(e)),
         }
+        // Not ready (or the readiness was stale): register for the next edge.
+        std::task::ready!(s.poll_read_ready(cx))?;
     }
 }
 
