@@ -380,9 +380,10 @@ to_ms() { awk -v v="$1" 'BEGIN { x = v + 0; if (v ~ /us$/) x /= 1000; else if (v
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
 
 # One wrk run: "REQ/S P50_MS P99_MS ERRORS" on stdout, wrk's report in FILE.
-wrk_run() { # wrk_run FILE THREADS CONNS SECONDS URL
-    local f=$1
-    "$WRK" -t"$2" -c"$3" -d"$4s" --latency "$5" >"$f"
+wrk_run() { # wrk_run FILE THREADS CONNS SECONDS URL (on CPU $WRK_CPU when set)
+    local f=$1 pin=()
+    [[ -n ${WRK_CPU:-} ]] && pin=(taskset -c "$WRK_CPU")
+    "${pin[@]}" "$WRK" -t"$2" -c"$3" -d"$4s" --latency "$5" >"$f"
     local rps p50 p99 errs
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$f")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$f")")
@@ -523,6 +524,99 @@ if want throughput; then
                 echo "| ${LABEL[$t]} | ${RPS[$t]} | ${P50[$t]} | ${P99[$t]} | ${ERRS[$t]} | | |"
             else
                 echo "| ${LABEL[$t]} | ${RPS[$t]} | ${P50[$t]} | ${P99[$t]} | ${ERRS[$t]} | $(ratio "${RPS[switchyard]}" "${RPS[$t]}")x | $(ratio "${P99[switchyard]}" "${P99[$t]}")x |"
+            fi
+        done
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# b2. The same, each proxy alone on a core
+#
+# On this 2-core machine wrk, the backend and the proxy share two CPUs, and where the
+# scheduler puts them decides a round: a proxy that lands on the backend's CPU is preempted by
+# it on every request it forwards (perf sched timehist shows them ping-ponging, 0.5-0.7
+# involuntary context switches per request), and its round runs at 0.6x the other mode's
+# speed, whichever proxy it is. So the rounds above are bimodal. Here the proxy under test
+# runs alone on CPU 1 and wrk and the backend share CPU 0 (the "direct" row is what that
+# core can drive at most): each proxy is measured at its own cost per request, and the CPU
+# it spent is read from /proc (user and kernel time, its worker processes included).
+
+tree_pids() { echo "$1"; children "$1"; }
+pin() { # pin CPIN_CPU PID: the process, its threads and its children
+    local p
+    for p in $(tree_pids "$2"); do taskset -a -p -c "$1" "$p" >/dev/null; done
+}
+cpu_ticks() { # cpu_ticks PID: "USER SYSTEM" clock ticks of the process and its children
+    local p u=0 k=0 a b
+    for p in $(tree_pids "$1"); do
+        # Past the ")" that ends the command name (which may hold spaces): utime, stime.
+        read -r a b < <(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12, $13 }')
+        u=$((u + a)) k=$((k + b))
+    done
+    echo "$u $k"
+}
+
+PINNED_TARGETS=(direct nginx haproxy switchyard)
+declare -A PIN_RPS=() PIN_P50=() PIN_P99=() PIN_CPU=() PIN_KERN=()
+# Only where CPUs 0 and 1 may both be used (a container's cpuset may allow others).
+can_pin() { (( $(nproc) >= 2 )) && taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; }
+if want throughput && ! can_pin; then
+    note "b2 skipped: CPUs 0 and 1 are not both available to pin to"
+fi
+if want throughput && can_pin; then
+    say "b2. throughput, each proxy alone on CPU 1 (wrk and the backend on CPU 0), $ROUNDS round(s)"
+    mkdir -p "$TMP/pinned"
+    hz=$(getconf CLK_TCK)
+    all_cpus="0-$(( $(nproc) - 1 ))"
+    pin 0 "${PID[backend]}"
+    for t in nginx haproxy switchyard; do pin 1 "${PID[$t]}"; done
+    for r in $(seq "$ROUNDS"); do
+        for t in "${PINNED_TARGETS[@]}"; do
+            f=$TMP/pinned/$t.$r
+            [[ $t != direct ]] && read -r u0 k0 < <(cpu_ticks "${PID[$t]}")
+            WRK_CPU=0 wrk_run "$f" 1 32 "$DURATION" "${URL[$t]}" >"$f.v"
+            read -r rps p50 p99 errs <"$f.v"
+            cpu=""
+            if [[ $t != direct ]]; then
+                read -r u1 k1 < <(cpu_ticks "${PID[$t]}")
+                # Microseconds of CPU per request, and the kernel's share of them.
+                awk -v u=$((u1 - u0)) -v k=$((k1 - k0)) -v hz="$hz" -v rps="$rps" -v d="$DURATION" \
+                    'BEGIN { n = rps * d; printf "%.1f %.0f\n", (u + k) / hz * 1e6 / n, 100 * k / (u + k) }' >"$f.cpu"
+                cpu=$(awk '{ printf "  cpu %s us/req (%s%% kernel)", $1, $2 }' "$f.cpu")
+            fi
+            printf '   round %d  %-11s %8s req/s  p50 %6s ms  p99 %6s ms  errors %s%s\n' "$r" "$t" "$rps" "$p50" "$p99" "$errs" "$cpu"
+        done
+    done
+    pin "$all_cpus" "${PID[backend]}"
+    for t in nginx haproxy switchyard; do pin "$all_cpus" "${PID[$t]}"; done
+    for t in "${PINNED_TARGETS[@]}"; do
+        PIN_RPS[$t]=$(cat "$TMP"/pinned/"$t".*.v | awk '{ print $1 }' | median)
+        PIN_P50[$t]=$(cat "$TMP"/pinned/"$t".*.v | awk '{ print $2 }' | median)
+        PIN_P99[$t]=$(cat "$TMP"/pinned/"$t".*.v | awk '{ print $3 }' | median)
+        if [[ $t != direct ]]; then
+            PIN_CPU[$t]=$(cat "$TMP"/pinned/"$t".*.cpu | awk '{ print $1 }' | median)
+            PIN_KERN[$t]=$(cat "$TMP"/pinned/"$t".*.cpu | awk '{ print $2 }' | median)
+        fi
+    done
+    {
+        echo
+        echo "### Each proxy alone on a core"
+        echo
+        echo "The same wrk rounds with the proxy alone on CPU 1 and wrk and the backend on CPU 0"
+        echo "(\\`taskset\\`): unpinned, a proxy the scheduler puts on the backend's CPU is preempted by it"
+        echo "on every request and the round runs in a slow mode, whichever proxy it is. \"direct\" is what"
+        echo "CPU 0 can drive at most. CPU per request is the proxy's user and system time from /proc"
+        echo "(nginx's worker included) over the requests of the round."
+        echo
+        echo "| target | req/s | p50 ms | p99 ms | proxy CPU µs per request | of it in the kernel | switchyard req/s ratio |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        for t in "${PINNED_TARGETS[@]}"; do
+            r=""
+            [[ $t != switchyard ]] && r="$(ratio "${PIN_RPS[switchyard]}" "${PIN_RPS[$t]}")x"
+            if [[ $t == direct ]]; then
+                echo "| ${LABEL[$t]}, wrk on the same core | ${PIN_RPS[$t]} | ${PIN_P50[$t]} | ${PIN_P99[$t]} | | | $r |"
+            else
+                echo "| ${LABEL[$t]} | ${PIN_RPS[$t]} | ${PIN_P50[$t]} | ${PIN_P99[$t]} | ${PIN_CPU[$t]} | ${PIN_KERN[$t]}% | $r |"
             fi
         done
     } >>"$MD"
@@ -1055,6 +1149,8 @@ SUM=$TMP/summary.md
     echo "| instructions per proxied request (callgrind) | $(k "${IR[nginx]}") | $(k "${IR[haproxy]}") | $(k "${IR[switchyard]}") | $(ratio "${IR[switchyard]}" "${IR[nginx]}")x | ≤ 0.6x nginx | $(judge '$1 <= 0.6 * $2' "${IR[switchyard]}" "${IR[nginx]}") |"
     echo "| heap allocations per request (allocator calls, callgrind) | ${AL[nginx]} | ${AL[haproxy]} | ${AL[switchyard]} | | (none per request in the prototype) | |"
     echo "| requests/s (\`wrk -t1 -c32\`) | ${RPS[nginx]:--} | ${RPS[haproxy]:--} | ${RPS[switchyard]:--} | $(ratio "${RPS[switchyard]:--}" "${RPS[nginx]:--}")x | ≥ 1.3x nginx and ≥ HAProxy | $(judge '$1 >= 1.3 * $2 && $1 >= $3' "${RPS[switchyard]:--}" "${RPS[nginx]:--}" "${RPS[haproxy]:--}") |"
+    echo "| requests/s, each proxy alone on a core (wrk and backend on the other) | ${PIN_RPS[nginx]:--} | ${PIN_RPS[haproxy]:--} | ${PIN_RPS[switchyard]:--} | $(ratio "${PIN_RPS[switchyard]:--}" "${PIN_RPS[nginx]:--}")x | ≥ 1.3x nginx and ≥ HAProxy | $(judge '$1 >= 1.3 * $2 && $1 >= $3' "${PIN_RPS[switchyard]:--}" "${PIN_RPS[nginx]:--}" "${PIN_RPS[haproxy]:--}") |"
+    echo "| proxy CPU per request there, µs (kernel share) | ${PIN_CPU[nginx]:--} (${PIN_KERN[nginx]:--}%) | ${PIN_CPU[haproxy]:--} (${PIN_KERN[haproxy]:--}%) | ${PIN_CPU[switchyard]:--} (${PIN_KERN[switchyard]:--}%) | $(ratio "${PIN_CPU[switchyard]:--}" "${PIN_CPU[nginx]:--}")x | (shown) | |"
     echo "| p50 / p99 ms (same run) | ${P50[nginx]:--} / ${P99[nginx]:--} | ${P50[haproxy]:--} / ${P99[haproxy]:--} | ${P50[switchyard]:--} / ${P99[switchyard]:--} | $(ratio "${P99[switchyard]:--}" "${P99[nginx]:--}")x (p99) | p99 ≤ nginx | $(judge '$1 <= $2' "${P99[switchyard]:--}" "${P99[nginx]:--}") |"
     for spec in "${RATE_LIST[@]}"; do
         rate=${spec%%:*}
