@@ -514,8 +514,13 @@ async fn run(
             // Awaited here, not inside respond: the two futures then share their space in
             // this one instead of nesting (every connection's future is as large as its
             // deepest nesting).
+            let answer = Received {
+                head,
+                buf: &mut ubuf,
+                len: ulen,
+            };
             let (b, u) = (&mut body, &mut up);
-            r = send_response(conn, plan, o, b, u, &mut ubuf, ulen, head, timer.as_mut()).await;
+            r = send_response(conn, plan, o, b, u, answer, timer.as_mut()).await;
         }
         // A buffer grown for a large response head is freed: the pool keeps one size.
         if ubuf.len() == size {
@@ -808,6 +813,14 @@ async fn send_body(
     Ok(())
 }
 
+/// What the backend has answered so far: its final head, and the body bytes that came
+/// with it (`buf[..len]`), as the response relay takes them over.
+struct Received<'b> {
+    head: FinalHead,
+    buf: &'b mut [u8],
+    len: usize,
+}
+
 /// The facts of a final response head, owned.
 struct FinalHead {
     status: u16,
@@ -899,25 +912,23 @@ enum Relayed {
 
 /// Sends the response head and body to the client, framing checked all the way; the rest
 /// of the request body keeps going up meanwhile.
-#[allow(clippy::too_many_arguments)]
 async fn send_response(
     conn: &mut Conn<'_>,
     plan: &mut Plan,
     o: &mut Outcome,
     body: &mut Body,
     up: &mut TcpStream,
-    ubuf: &mut [u8],
-    ulen: usize,
-    head: FinalHead,
+    mut answer: Received<'_>,
     timer: Pin<&mut Sleep>,
 ) -> Respond {
     let app = conn.app;
     let relayed = if body.is_done() {
-        relay_response(app, &mut conn.client, up, plan, o, ubuf, ulen, &head, timer).await
+        relay_response(app, &mut conn.client, up, plan, o, &mut answer, timer).await
     } else {
         // Boxed: both directions at once is the rare case, and its future is large.
-        Box::pin(duplex(conn, plan, o, body, up, ubuf, ulen, &head)).await
+        Box::pin(duplex(conn, plan, o, body, up, &mut answer)).await
     };
+    let head = &answer.head;
     match relayed {
         Relayed::Unsent => done(Box::pin(error_page(conn, plan, o, body)).await),
         Relayed::Cut => done(Next::Close),
@@ -945,16 +956,13 @@ async fn send_response(
 
 /// The response's relay and the request body's upload at once, over split sockets: a
 /// backend that answers before it has read the whole body (an echo) gets the rest.
-#[allow(clippy::too_many_arguments)]
 async fn duplex(
     conn: &mut Conn<'_>,
     plan: &mut Plan,
     o: &mut Outcome,
     body: &mut Body,
     up: &mut TcpStream,
-    ubuf: &mut [u8],
-    ulen: usize,
-    head: &FinalHead,
+    answer: &mut Received<'_>,
 ) -> Relayed {
     let app = conn.app;
     if conn.rbuf.is_empty() {
@@ -984,9 +992,7 @@ async fn duplex(
             &mut ur,
             plan,
             o,
-            ubuf,
-            ulen,
-            head,
+            answer,
             download_timer.as_mut(),
         );
         tokio::pin!(upload, download);
@@ -1014,22 +1020,22 @@ async fn duplex(
 /// Relays the response body from `up` to `client` (the head is in `plan.out`), gzipping
 /// or de-chunking as the head's mode says. The backend has `upstream_read_timeout` for each
 /// read, the client `client_send_timeout` for each write.
-#[allow(clippy::too_many_arguments)]
 async fn relay_response<W, R>(
     app: &App,
     client: &mut W,
     up: &mut R,
     plan: &mut Plan,
     o: &mut Outcome,
-    ubuf: &mut [u8],
-    mut ulen: usize,
-    head: &FinalHead,
+    answer: &mut Received<'_>,
     mut timer: Pin<&mut Sleep>,
 ) -> Relayed
 where
     W: tokio::io::AsyncWrite + Unpin + ?Sized,
     R: tokio::io::AsyncRead + Unpin + ?Sized,
 {
+    let head = &answer.head;
+    let ubuf = &mut *answer.buf;
+    let mut ulen = answer.len;
     let mut rbody = Body::new(head.framing);
     // Boxed: the encoder is ~150 bytes that every connection's future would otherwise hold.
     let mut gz = match head.mode {
