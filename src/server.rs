@@ -101,7 +101,8 @@ fn server_conf(cfg: &Config) -> ServerConf {
         grace_period_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         // One current-thread runtime per worker: a request's tasks, its upstream pool and
-        // its buffers stay on one thread (engine/pool.rs relies on it).
+        // its buffers stay on one thread (engine/pool.rs relies on it), and the accepted
+        // socket's readiness too (vendor/pingora-core/PATCHED.md, section 4).
         work_stealing: false,
         ..ServerConf::default()
     }

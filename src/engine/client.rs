@@ -27,16 +27,15 @@ pub(crate) enum Client {
 
 impl Client {
     /// The plain socket when pingora's stream is one with nothing buffered, else the stream.
-    /// `rehome`: register the socket with this worker's reactor (see [`rehome`]).
-    pub(crate) fn new(stream: Stream, rehome: bool) -> io::Result<Client> {
+    /// (pingora-core has already moved it to this worker's reactor: PATCHED.md.)
+    pub(crate) fn new(stream: Stream) -> Client {
         if !stream.as_any().is::<L4Stream>() {
-            return Ok(Client::Io(stream));
+            return Client::Io(stream);
         }
         match stream.into_any().downcast::<L4Stream>() {
             Ok(l4) => match l4.into_tcp() {
-                Ok(tcp) if rehome => self::rehome(tcp).map(Client::Tcp),
-                Ok(tcp) => Ok(Client::Tcp(tcp)),
-                Err(l4) => Ok(Client::Io(Box::new(l4))),
+                Ok(tcp) => Client::Tcp(tcp),
+                Err(l4) => Client::Io(Box::new(l4)),
             },
             // Checked above; unreachable, but a stream is never lost over it.
             Err(_) => unreachable!("the stream is an L4 stream"),
@@ -79,18 +78,6 @@ impl Client {
             Client::Io(s) => super::relay::poll_read_lent(&mut **s, cx, size),
         }
     }
-}
-
-/// Moves an accepted socket's registration to the reactor of the worker serving it.
-///
-/// pingora accepts on one worker's runtime, which registers the socket with that worker's
-/// epoll, and then spawns the connection on a worker picked at random: with N `threads`,
-/// (N-1)/N of the connections were served by one thread while another thread's reactor took their
-/// readiness events and woke them across threads, on every request. Two `epoll_ctl` calls
-/// per connection put each socket on the reactor of the thread that serves it, so the
-/// request path shares nothing between workers. With one worker there is only one reactor.
-fn rehome(tcp: TcpStream) -> io::Result<TcpStream> {
-    TcpStream::from_std(tcp.into_std()?)
 }
 
 impl AsyncRead for Client {
@@ -149,39 +136,5 @@ impl AsyncWrite for Client {
             Client::Tcp(s) => s.is_write_vectored(),
             Client::Io(s) => s.is_write_vectored(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-    use tokio::io::AsyncReadExt;
-
-    #[tokio::test]
-    async fn a_rehomed_socket_keeps_what_was_already_sent() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut peer = TcpStream::connect(l.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (accepted, _) = l.accept().await.expect("accept");
-        peer.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
-        // Already readable (and marked so) before the move.
-        accepted.readable().await.expect("readable");
-        let mut moved = rehome(accepted).expect("rehome");
-        let mut b = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(10), moved.read(&mut b))
-            .await
-            .expect("the bytes sent before the move are read after it")
-            .expect("read");
-        assert_eq!(&b[..n], b"GET / HTTP/1.1\r\n");
-        peer.write_all(b"Host: x\r\n").await.expect("write");
-        let n = tokio::time::timeout(Duration::from_secs(10), moved.read(&mut b))
-            .await
-            .expect("later bytes wake the new registration")
-            .expect("read");
-        assert_eq!(&b[..n], b"Host: x\r\n");
     }
 }

@@ -104,13 +104,7 @@ impl ServerApp for Engine {
                 return None;
             }
         }
-        let mut conn = match Conn::new(self, stream, shutdown.clone()) {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!("could not register a new connection with this worker: {e}");
-                return None;
-            }
-        };
+        let mut conn = Conn::new(self, stream, shutdown.clone());
         if conn.serve().await == Served::H2c {
             // Boxed: rare, and it would otherwise grow every connection's future.
             Box::pin(self.hand_to_h2c(conn, shutdown)).await;
@@ -173,18 +167,14 @@ pub(crate) enum Next {
 }
 
 impl<'e> Conn<'e> {
-    fn new(
-        engine: &'e Engine,
-        client: Stream,
-        shutdown: ShutdownWatch,
-    ) -> std::io::Result<Conn<'e>> {
+    fn new(engine: &'e Engine, client: Stream, shutdown: ShutdownWatch) -> Conn<'e> {
         let peer_ip = client.get_socket_digest().and_then(|d| {
             d.peer_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| crate::real_ip::canonical(a.ip()))
         });
         let tls = client.get_ssl_digest().is_some();
-        Ok(Conn {
+        Conn {
             engine,
             app: &engine.app,
             // With `http2` on, a plain connection may turn out to be h2c and go to pingora's
@@ -193,7 +183,7 @@ impl<'e> Conn<'e> {
             client: if engine.h2.is_some() {
                 Client::Io(client)
             } else {
-                Client::new(client, engine.app.cfg.threads > 1)?
+                Client::new(client)
             },
             peer_ip,
             tls,
@@ -201,7 +191,7 @@ impl<'e> Conn<'e> {
             rbuf: Vec::new(),
             rlen: 0,
             served: 0,
-        })
+        }
     }
 
     /// Whether this process is going away: every response says `Connection: close`.

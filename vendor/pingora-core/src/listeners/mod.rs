@@ -318,6 +318,12 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
+    /// switchyard patch (see PATCHED.md): moves the accepted socket to the reactor of the
+    /// runtime this is called on (`l4::Stream::rehome`).
+    pub fn rehome(&mut self) -> std::io::Result<()> {
+        self.l4.rehome()
+    }
+
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
         // switchyard patch (as proposed upstream in cloudflare/pingora#1003): the pre-TLS

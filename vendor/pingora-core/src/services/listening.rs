@@ -262,7 +262,22 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     // inline for the connection's whole life (the TLS handshake future is
                     // ~8.8 KB with rustls, and plain TCP connections reserved it too; the
                     // accepted stream ~0.4 KB). Freed before the first request. See PATCHED.md.
-                    let handshake = Box::pin(Self::handshake(io));
+                    // switchyard patch: the connection is spawned on a random runtime of
+                    // the pool, but the socket was registered with this one's reactor; on
+                    // another thread it moves to that thread's reactor first, so its
+                    // readiness events are not taken here and handed over across threads
+                    // on every request. See PATCHED.md.
+                    let accepted_on = std::thread::current().id();
+                    let handshake = Box::pin(async move {
+                        let mut io = io;
+                        if std::thread::current().id() != accepted_on {
+                            if let Err(e) = io.rehome() {
+                                error!("could not move an accepted connection to its thread: {e}");
+                                return None;
+                            }
+                        }
+                        Self::handshake(io).await
+                    });
                     current_handle().spawn(async move {
                         if let Some(io) = handshake.await {
                             Self::handle_event(io, app, shutdown).await

@@ -647,6 +647,53 @@ impl Stream {
         }
     }
 
+    /// switchyard patch (see PATCHED.md): registers a TCP socket with the reactor of the
+    /// runtime this is called on, for a stream accepted on one runtime and served on
+    /// another (the no-steal runtime spawns each connection on a random thread): its
+    /// readiness events then reach the thread that serves it, not the acceptor's. Only for
+    /// a TCP stream with nothing buffered (one just accepted); otherwise nothing changes. On
+    /// an error the socket is closed and the stream must be dropped. Call it before
+    /// `set_buffer`.
+    pub fn rehome(&mut self) -> io::Result<()> {
+        let movable = match self.stream.as_ref() {
+            Some(BufferedStream::UnbufferedRead(w)) => w.buffer().is_empty(),
+            Some(BufferedStream::BufferedRead(r)) => {
+                r.buffer().is_empty() && r.get_ref().buffer().is_empty()
+            }
+            None => false,
+        } && matches!(self.stream().get_ref().stream, RawStream::Tcp(_));
+        if !movable {
+            return Ok(());
+        }
+        let Some(buffered) = self.stream.take() else {
+            return Ok(());
+        };
+        let RawStreamWrapper {
+            stream,
+            rx_ts,
+            #[cfg(target_os = "linux")]
+            enable_rx_ts,
+            #[cfg(target_os = "linux")]
+            reusable_cmsg_space,
+        } = buffered.into_inner();
+        let RawStream::Tcp(tcp) = stream else {
+            unreachable!("checked: a TCP stream")
+        };
+        let tcp = TcpStream::from_std(tcp.into_std()?)?;
+        let wrapper = RawStreamWrapper {
+            stream: RawStream::Tcp(tcp),
+            rx_ts,
+            #[cfg(target_os = "linux")]
+            enable_rx_ts,
+            #[cfg(target_os = "linux")]
+            reusable_cmsg_space,
+        };
+        // Unbuffered, as accepted streams are (`From<TcpStream>`): the handshake sets the
+        // listener's buffer sizes (`set_buffer`) after this.
+        self.stream = Some(BufferedStream::with_capacity(0, 0, wrapper));
+        Ok(())
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
