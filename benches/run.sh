@@ -603,7 +603,7 @@ if want throughput && can_pin; then
         echo "### Each proxy alone on a core"
         echo
         echo "The same wrk rounds with the proxy alone on CPU 1 and wrk and the backend on CPU 0"
-        echo "(\\`taskset\\`): unpinned, a proxy the scheduler puts on the backend's CPU is preempted by it"
+        echo "(\`taskset\`): unpinned, a proxy the scheduler puts on the backend's CPU is preempted by it"
         echo "on every request and the round runs in a slow mode, whichever proxy it is. \"direct\" is what"
         echo "CPU 0 can drive at most. CPU per request is the proxy's user and system time from /proc"
         echo "(nginx's worker included) over the requests of the round."

@@ -172,20 +172,23 @@ fn sweep(keys: &mut Vec<Key>, now: Instant, max_idle: Duration) -> usize {
 /// Whether a pooled socket still waits quietly: no bytes and no end of stream from the
 /// backend.
 ///
-/// The reactor's view costs no system call when the last read emptied the socket
-/// (readiness.rs), but it is only as fresh as the reactor's last look at epoll: a close that
-/// arrived since is missed, and the request fails on the dead connection. That is harmless
-/// for a request the engine sends again on a new connection; for one it cannot resend (a
-/// POST, a streamed body), the kernel is asked (a `MSG_PEEK`, which leaves any bytes where
-/// they are).
+/// The reactor's view costs no system call when the last read emptied the socket (tokio's
+/// `poll_read` clears the readable mark on a short read), but it is only as fresh as the
+/// reactor's last look at epoll: a close that arrived since is missed, and the request fails
+/// on the dead connection. That is harmless for a request the engine sends again on a new
+/// connection; for one it cannot resend (a POST, a streamed body), the kernel is asked (a
+/// `MSG_PEEK`, which leaves any bytes where they are).
 fn is_live(s: &TcpStream, ask_kernel: bool) -> bool {
-    let would_block = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     if ask_kernel {
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         would_block(socket2::SockRef::from(s).peek(&mut probe))
     } else {
         would_block(s.try_read(&mut [0u8; 1]))
     }
+}
+
+fn would_block(r: std::io::Result<usize>) -> bool {
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Idle connections this worker holds (for tests and debugging).

@@ -5,7 +5,7 @@
 //! clears the mark when a read comes back shorter than the buffer (the receive queue was
 //! emptied), but `try_read` does not. The engine reads a waiting client with `try_read`,
 //! taking a buffer only once the socket is ready, so without that rule every request cost
-//! one more `recv` that answered EAGAIN (a sixth of the proxy's system calls). This module
+//! one more `recv` that answered EAGAIN (about a fifth of the proxy's system calls). This module
 //! applies the rule to that read. Nothing is lost by it: bytes that arrive after the read
 //! raise a new epoll edge, and an end of stream that came with them stays marked (tokio never
 //! clears the closed states).
