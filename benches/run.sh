@@ -18,6 +18,7 @@
 #          --only instr,throughput,rate,scaling,switch,ws,idle,policies
 #          --only h2   HTTP/2 requests/s against nginx with http2 on the same certificate
 #                      (h2load; not part of the full run: it needs nghttp2-client)
+#          --only tls  HTTP/1.1 over TLS against nginx and HAProxy, each proxy alone on a core
 # Environment: SWITCHYARD_BIN=path uses a prebuilt binary instead of `cargo build --release`.
 #
 # Installs nginx, haproxy, wrk and valgrind with apt-get when missing. Writes every config into
@@ -1103,6 +1104,155 @@ $POLICIES"
         done
         echo
         echo "On / off: $(ratio "${PIR[on]}" "${PIR[off]}")x instructions, $(ratio "${PRPS[on]}" "${PRPS[off]}")x requests/s."
+    } >>"$MD"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# j. HTTP/1.1 over TLS (not in the full run: `--only tls`): the front door's usual traffic.
+# wrk -t1 -c32 over https (keep-alive: the handshakes happen once, at the start) against nginx
+# (`listen ... ssl`), HAProxy (`bind ... ssl crt`) and switchyard (`[listen] https`), one
+# worker each, the same self-signed P-256 certificate and the same HTTP/1.1 backend; each
+# proxy alone on CPU 1 with wrk and the backend on CPU 0, as in b2, with its CPU per request.
+
+if want tls; then
+    say "j. HTTP/1.1 over TLS: wrk -t1 -c32 over https, each proxy alone on CPU 1, $ROUNDS round(s) of ${DURATION}s"
+    can_pin || die "--only tls needs CPUs 0 and 1 to pin to"
+    read -r P_TLSNGINX P_TLSHAP P_TLSSY P_TLSSY_HTTP P_TLSSY_METRICS <<<"$("$LOADGEN" ports --n 5)"
+    d=$TMP/tls
+    mkdir -p "$d/nginx" "$d/sy" "$d/haproxy"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+    cat "$d/cert.pem" "$d/key.pem" >"$d/haproxy/both.pem"
+    [[ -n "${PID[backend]:-}" ]] || start_backend
+    cat >"$d/nginx/nginx.conf" <<NGINX
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $d/nginx/nginx.pid;
+error_log $d/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $d/nginx/body;
+    proxy_temp_path $d/nginx/proxy;
+    keepalive_requests 10000000;
+    upstream app { server 127.0.0.1:$P_BLUE; keepalive 64; }
+    server {
+        listen 127.0.0.1:$P_TLSNGINX ssl backlog=4096;
+        ssl_certificate $d/cert.pem;
+        ssl_certificate_key $d/key.pem;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$host;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+NGINX
+    start tls-nginx "$NGINX" -p "$d/nginx" -e "$d/nginx/error.log" -c "$d/nginx/nginx.conf"
+    wait_port "$P_TLSNGINX" tls-nginx
+    cat >"$d/haproxy/haproxy.cfg" <<HAP
+global
+    nbthread 1
+    ulimit-n $NOFILE
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 75s
+    timeout server 75s
+    timeout http-keep-alive 75s
+    http-reuse always
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:$P_TLSHAP ssl crt $d/haproxy/both.pem
+    http-request set-header X-Forwarded-Proto https
+    default_backend app
+backend app
+    server s1 127.0.0.1:$P_BLUE
+HAP
+    start tls-haproxy "$HAPROXY" -db -f "$d/haproxy/haproxy.cfg"
+    wait_port "$P_TLSHAP" tls-haproxy
+    cat >"$d/sy/switchyard.toml" <<TOML
+[listen]
+http = "127.0.0.1:$P_TLSSY_HTTP"
+https = "127.0.0.1:$P_TLSSY"
+cert = "$d/cert.pem"
+key = "$d/key.pem"
+
+[server]
+threads = 1
+
+[admin]
+socket = "$d/sy/admin.sock"
+metrics = "127.0.0.1:$P_TLSSY_METRICS"
+
+[state]
+file = "$d/sy/state"
+
+[[route]]
+name = "app"
+path_prefix = "/"
+blue = ["127.0.0.1:$P_BLUE"]
+green = ["127.0.0.1:$P_GREEN"]
+TOML
+    "$BIN" check --config "$d/sy/switchyard.toml" >/dev/null
+    RUST_LOG=warn start tls-switchyard "$BIN" run --config "$d/sy/switchyard.toml"
+    wait_port "$P_TLSSY" tls-switchyard
+    declare -A TLSURL=(
+        [nginx]="https://127.0.0.1:$P_TLSNGINX/"
+        [haproxy]="https://127.0.0.1:$P_TLSHAP/"
+        [switchyard]="https://127.0.0.1:$P_TLSSY/"
+    )
+    declare -A TLSPID=([nginx]=tls-nginx [haproxy]=tls-haproxy [switchyard]=tls-switchyard)
+    TLS_TARGETS=(nginx haproxy switchyard)
+    pin 0 "${PID[backend]}"
+    for t in "${TLS_TARGETS[@]}"; do pin 1 "${PID[${TLSPID[$t]}]}"; done
+    for t in "${TLS_TARGETS[@]}"; do WRK_CPU=0 wrk_run "$TMP/tls.warm" 1 32 1 "${TLSURL[$t]}" >/dev/null; done
+    for r in $(seq "$ROUNDS"); do
+        for t in "${TLS_TARGETS[@]}"; do
+            f=$TMP/tls.$t.$r
+            read -r u0 k0 < <(cpu_ticks "${PID[${TLSPID[$t]}]}")
+            WRK_CPU=0 wrk_run "$f" 1 32 "$DURATION" "${TLSURL[$t]}" >"$f.v"
+            read -r u1 k1 < <(cpu_ticks "${PID[${TLSPID[$t]}]}")
+            read -r rps p50 p99 errs <"$f.v"
+            awk -v u=$((u1 - u0)) -v k=$((k1 - k0)) -v hz="$(getconf CLK_TCK)" -v rps="$rps" -v d="$DURATION" \
+                'BEGIN { n = rps * d; printf "%.1f %.0f\n", (u + k) / hz * 1e6 / n, 100 * k / (u + k) }' >"$f.cpu"
+            printf '   round %d  %-11s %8s req/s  p50 %6s ms  p99 %6s ms  errors %s  cpu %s us/req (%s%% kernel)\n' \
+                "$r" "$t" "$rps" "$p50" "$p99" "$errs" $(cat "$f.cpu")
+        done
+    done
+    pin "0-$(( $(nproc) - 1 ))" "${PID[backend]}"
+    stop tls-switchyard
+    stop tls-haproxy
+    stop tls-nginx
+    declare -A TRPS=() TP99=() TCPU=() TKERN=() TERR=()
+    for t in "${TLS_TARGETS[@]}"; do
+        TRPS[$t]=$(cat "$TMP"/tls."$t".*.v | awk '{ print $1 }' | median)
+        TP99[$t]=$(cat "$TMP"/tls."$t".*.v | awk '{ print $3 }' | median)
+        TERR[$t]=$(cat "$TMP"/tls."$t".*.v | awk '{ s += $4 } END { print s + 0 }')
+        TCPU[$t]=$(cat "$TMP"/tls."$t".*.cpu | awk '{ print $1 }' | median)
+        TKERN[$t]=$(cat "$TMP"/tls."$t".*.cpu | awk '{ print $2 }' | median)
+    done
+    {
+        echo
+        echo "## HTTP/1.1 over TLS"
+        echo
+        echo "\`wrk -t1 -c32 -d${DURATION}s\` over https (keep-alive: the handshakes happen once, at the start),"
+        echo "$ROUNDS interleaved round(s), medians; each proxy alone on CPU 1 with wrk and the backend on CPU 0."
+        echo "nginx \`listen ... ssl\`, HAProxy \`bind ... ssl crt\`, switchyard \`[listen] https\`; one worker each,"
+        echo "the same self-signed P-256 certificate, the same nginx backend over plain HTTP/1.1."
+        echo
+        echo "| proxy | req/s | p99 ms | errors | proxy CPU µs per request | of it in the kernel | switchyard req/s ratio |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        for t in "${TLS_TARGETS[@]}"; do
+            r=""
+            [[ $t != switchyard ]] && r="$(ratio "${TRPS[switchyard]}" "${TRPS[$t]}")x"
+            echo "| ${PLABEL[$t]} | ${TRPS[$t]} | ${TP99[$t]} | ${TERR[$t]} | ${TCPU[$t]} | ${TKERN[$t]}% | $r |"
+        done
     } >>"$MD"
 fi
 
