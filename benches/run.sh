@@ -557,6 +557,23 @@ cpu_ticks() { # cpu_ticks PID: "USER SYSTEM" clock ticks of the process and its 
     echo "$u $k"
 }
 
+# pinned_round FILE LABEL ROUND URL [PID]: one wrk round on CPU 0 into FILE.v ("REQ/S P50 P99
+# ERRORS"); with the proxy's PID, its CPU microseconds per request and the kernel's share of
+# them into FILE.cpu. Prints the round's line.
+pinned_round() {
+    local f=$1 label=$2 r=$3 url=$4 pid=${5:-} u0 k0 u1 k1 rps p50 p99 errs cpu=""
+    [[ -n $pid ]] && read -r u0 k0 < <(cpu_ticks "$pid")
+    WRK_CPU=0 wrk_run "$f" 1 32 "$DURATION" "$url" >"$f.v"
+    read -r rps p50 p99 errs <"$f.v"
+    if [[ -n $pid ]]; then
+        read -r u1 k1 < <(cpu_ticks "$pid")
+        awk -v u=$((u1 - u0)) -v k=$((k1 - k0)) -v hz="$(getconf CLK_TCK)" -v rps="$rps" -v d="$DURATION" \
+            'BEGIN { n = rps * d; printf "%.1f %.0f\n", (u + k) / hz * 1e6 / n, 100 * k / (u + k) }' >"$f.cpu"
+        cpu=$(awk '{ printf "  cpu %s us/req (%s%% kernel)", $1, $2 }' "$f.cpu")
+    fi
+    printf '   round %d  %-11s %8s req/s  p50 %6s ms  p99 %6s ms  errors %s%s\n' "$r" "$label" "$rps" "$p50" "$p99" "$errs" "$cpu"
+}
+
 PINNED_TARGETS=(direct nginx haproxy switchyard)
 declare -A PIN_RPS=() PIN_P50=() PIN_P99=() PIN_CPU=() PIN_KERN=()
 # Only where CPUs 0 and 1 may both be used (a container's cpuset may allow others).
@@ -567,25 +584,14 @@ fi
 if want throughput && can_pin; then
     say "b2. throughput, each proxy alone on CPU 1 (wrk and the backend on CPU 0), $ROUNDS round(s)"
     mkdir -p "$TMP/pinned"
-    hz=$(getconf CLK_TCK)
     all_cpus="0-$(( $(nproc) - 1 ))"
     pin 0 "${PID[backend]}"
     for t in nginx haproxy switchyard; do pin 1 "${PID[$t]}"; done
     for r in $(seq "$ROUNDS"); do
         for t in "${PINNED_TARGETS[@]}"; do
-            f=$TMP/pinned/$t.$r
-            [[ $t != direct ]] && read -r u0 k0 < <(cpu_ticks "${PID[$t]}")
-            WRK_CPU=0 wrk_run "$f" 1 32 "$DURATION" "${URL[$t]}" >"$f.v"
-            read -r rps p50 p99 errs <"$f.v"
-            cpu=""
-            if [[ $t != direct ]]; then
-                read -r u1 k1 < <(cpu_ticks "${PID[$t]}")
-                # Microseconds of CPU per request, and the kernel's share of them.
-                awk -v u=$((u1 - u0)) -v k=$((k1 - k0)) -v hz="$hz" -v rps="$rps" -v d="$DURATION" \
-                    'BEGIN { n = rps * d; printf "%.1f %.0f\n", (u + k) / hz * 1e6 / n, 100 * k / (u + k) }' >"$f.cpu"
-                cpu=$(awk '{ printf "  cpu %s us/req (%s%% kernel)", $1, $2 }' "$f.cpu")
-            fi
-            printf '   round %d  %-11s %8s req/s  p50 %6s ms  p99 %6s ms  errors %s%s\n' "$r" "$t" "$rps" "$p50" "$p99" "$errs" "$cpu"
+            pid=""
+            [[ $t != direct ]] && pid=${PID[$t]}
+            pinned_round "$TMP/pinned/$t.$r" "$t" "$r" "${URL[$t]}" "$pid"
         done
     done
     pin "$all_cpus" "${PID[backend]}"
@@ -909,41 +915,38 @@ if want idle; then
     } >>"$MD"
 fi
 
-# ---------------------------------------------------------------------------------------------
-# h. HTTP/2 (issue 13): h2load against nginx (http2 on) and switchyard (http2 = true), both with
-# the same self-signed certificate, one worker each, the same HTTP/1.1 nginx backend behind.
-
-if want h2; then
-    say "h. HTTP/2: h2load, $ROUNDS interleaved rounds of ${DURATION}s, over TLS (ALPN h2) and h2c"
-    H2LOAD=$(command -v h2load)
-    read -r P_H2NGINX P_H2CNGINX P_H2SY P_H2CSY P_H2SY_METRICS <<<"$("$LOADGEN" ports --n 5)"
-    d=$TMP/h2
-    mkdir -p "$d/nginx" "$d/sy"
+# make_cert DIR: a self-signed P-256 certificate for localhost, DIR/cert.pem and DIR/key.pem.
+make_cert() {
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj /CN=localhost -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
-    start_backend
-    # `listen ... ssl http2` is the form nginx before 1.25.1 knows (Debian 12 ships 1.22);
-    # later versions accept it with a deprecation warning (`http2 on;` there).
-    cat >"$d/nginx/nginx.conf" <<NGINX
+        -subj /CN=localhost -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+}
+
+# start_nginx_tls NAME DIR CERT_DIR LISTEN...: nginx as the proxy for the TLS sections (one
+# worker, upstream keep-alive, the same forwarding headers), with the given `listen` lines
+# (`ADDR ssl ...`, `ADDR http2 ...`) and CERT_DIR's certificate; waits for the first listen.
+start_nginx_tls() {
+    local name=$1 d=$2 c=$3 listens="" l
+    shift 3
+    for l in "$@"; do listens+="        listen $l;"$'\n'; done
+    mkdir -p "$d"
+    cat >"$d/nginx.conf" <<NGINX
 daemon off;
 master_process on;
 worker_processes 1;
 worker_rlimit_nofile $NOFILE;
-pid $d/nginx/nginx.pid;
-error_log $d/nginx/error.log warn;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
 events { worker_connections 8192; }
 http {
     access_log off;
-    client_body_temp_path $d/nginx/body;
-    proxy_temp_path $d/nginx/proxy;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
     keepalive_requests 10000000;
     http2_max_requests 10000000;
     upstream app { server 127.0.0.1:$P_BLUE; keepalive 64; }
     server {
-        listen 127.0.0.1:$P_H2NGINX ssl http2 backlog=4096;
-        listen 127.0.0.1:$P_H2CNGINX http2 backlog=4096;
-        ssl_certificate $d/cert.pem;
-        ssl_certificate_key $d/key.pem;
+$listens        ssl_certificate $c/cert.pem;
+        ssl_certificate_key $c/key.pem;
         location / {
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -955,26 +958,34 @@ http {
     }
 }
 NGINX
-    start h2-nginx "$NGINX" -p "$d/nginx" -e "$d/nginx/error.log" -c "$d/nginx/nginx.conf"
-    wait_port "$P_H2NGINX" h2-nginx
-    # switchyard: the same, through its own [listen] section (start_switchyard writes only http).
-    cat >"$d/sy/switchyard.toml" <<TOML
+    start "$name" "$NGINX" -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    local port=${1#*:}
+    wait_port "${port%% *}" "$name"
+}
+
+# start_switchyard_tls NAME DIR CERT_DIR HTTP_PORT HTTPS_PORT METRICS_PORT HTTP2: switchyard for
+# the TLS sections (threads = 1, one route to the backend) through its own [listen] section
+# (start_switchyard writes only http); waits for the https port.
+start_switchyard_tls() {
+    local name=$1 d=$2 c=$3 http=$4 https=$5 metrics=$6 http2=$7
+    mkdir -p "$d"
+    cat >"$d/switchyard.toml" <<TOML
 [listen]
-http = "127.0.0.1:$P_H2CSY"
-https = "127.0.0.1:$P_H2SY"
-cert = "$d/cert.pem"
-key = "$d/key.pem"
-http2 = true
+http = "127.0.0.1:$http"
+https = "127.0.0.1:$https"
+cert = "$c/cert.pem"
+key = "$c/key.pem"
+http2 = $http2
 
 [server]
 threads = 1
 
 [admin]
-socket = "$d/sy/admin.sock"
-metrics = "127.0.0.1:$P_H2SY_METRICS"
+socket = "$d/admin.sock"
+metrics = "127.0.0.1:$metrics"
 
 [state]
-file = "$d/sy/state"
+file = "$d/state"
 
 [[route]]
 name = "app"
@@ -982,9 +993,28 @@ path_prefix = "/"
 blue = ["127.0.0.1:$P_BLUE"]
 green = ["127.0.0.1:$P_GREEN"]
 TOML
-    "$BIN" check --config "$d/sy/switchyard.toml" >/dev/null
-    RUST_LOG=warn start h2-switchyard "$BIN" run --config "$d/sy/switchyard.toml"
-    wait_port "$P_H2SY" h2-switchyard
+    "$BIN" check --config "$d/switchyard.toml" >/dev/null
+    RUST_LOG=warn start "$name" "$BIN" run --config "$d/switchyard.toml"
+    wait_port "$https" "$name"
+}
+
+# ---------------------------------------------------------------------------------------------
+# h. HTTP/2 (issue 13): h2load against nginx (http2 on) and switchyard (http2 = true), both with
+# the same self-signed certificate, one worker each, the same HTTP/1.1 nginx backend behind.
+
+if want h2; then
+    say "h. HTTP/2: h2load, $ROUNDS interleaved rounds of ${DURATION}s, over TLS (ALPN h2) and h2c"
+    H2LOAD=$(command -v h2load)
+    read -r P_H2NGINX P_H2CNGINX P_H2SY P_H2CSY P_H2SY_METRICS <<<"$("$LOADGEN" ports --n 5)"
+    d=$TMP/h2
+    mkdir -p "$d"
+    make_cert "$d"
+    start_backend
+    # `listen ... ssl http2` is the form nginx before 1.25.1 knows (Debian 12 ships 1.22);
+    # later versions accept it with a deprecation warning (`http2 on;` there).
+    start_nginx_tls h2-nginx "$d/nginx" "$d" "127.0.0.1:$P_H2NGINX ssl http2 backlog=4096" \
+        "127.0.0.1:$P_H2CNGINX http2 backlog=4096"
+    start_switchyard_tls h2-switchyard "$d/sy" "$d" "$P_H2CSY" "$P_H2SY" "$P_H2SY_METRICS" true
     declare -A H2URL=(
         [nginx-tls]="https://127.0.0.1:$P_H2NGINX/"
         [switchyard-tls]="https://127.0.0.1:$P_H2SY/"
@@ -1119,42 +1149,11 @@ if want tls; then
     can_pin || die "--only tls needs CPUs 0 and 1 to pin to"
     read -r P_TLSNGINX P_TLSHAP P_TLSSY P_TLSSY_HTTP P_TLSSY_METRICS <<<"$("$LOADGEN" ports --n 5)"
     d=$TMP/tls
-    mkdir -p "$d/nginx" "$d/sy" "$d/haproxy"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj /CN=localhost -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+    mkdir -p "$d/haproxy"
+    make_cert "$d"
     cat "$d/cert.pem" "$d/key.pem" >"$d/haproxy/both.pem"
     [[ -n "${PID[backend]:-}" ]] || start_backend
-    cat >"$d/nginx/nginx.conf" <<NGINX
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $d/nginx/nginx.pid;
-error_log $d/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $d/nginx/body;
-    proxy_temp_path $d/nginx/proxy;
-    keepalive_requests 10000000;
-    upstream app { server 127.0.0.1:$P_BLUE; keepalive 64; }
-    server {
-        listen 127.0.0.1:$P_TLSNGINX ssl backlog=4096;
-        ssl_certificate $d/cert.pem;
-        ssl_certificate_key $d/key.pem;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Host \$host;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-        }
-    }
-}
-NGINX
-    start tls-nginx "$NGINX" -p "$d/nginx" -e "$d/nginx/error.log" -c "$d/nginx/nginx.conf"
-    wait_port "$P_TLSNGINX" tls-nginx
+    start_nginx_tls tls-nginx "$d/nginx" "$d" "127.0.0.1:$P_TLSNGINX ssl backlog=4096"
     cat >"$d/haproxy/haproxy.cfg" <<HAP
 global
     nbthread 1
@@ -1176,32 +1175,7 @@ backend app
 HAP
     start tls-haproxy "$HAPROXY" -db -f "$d/haproxy/haproxy.cfg"
     wait_port "$P_TLSHAP" tls-haproxy
-    cat >"$d/sy/switchyard.toml" <<TOML
-[listen]
-http = "127.0.0.1:$P_TLSSY_HTTP"
-https = "127.0.0.1:$P_TLSSY"
-cert = "$d/cert.pem"
-key = "$d/key.pem"
-
-[server]
-threads = 1
-
-[admin]
-socket = "$d/sy/admin.sock"
-metrics = "127.0.0.1:$P_TLSSY_METRICS"
-
-[state]
-file = "$d/sy/state"
-
-[[route]]
-name = "app"
-path_prefix = "/"
-blue = ["127.0.0.1:$P_BLUE"]
-green = ["127.0.0.1:$P_GREEN"]
-TOML
-    "$BIN" check --config "$d/sy/switchyard.toml" >/dev/null
-    RUST_LOG=warn start tls-switchyard "$BIN" run --config "$d/sy/switchyard.toml"
-    wait_port "$P_TLSSY" tls-switchyard
+    start_switchyard_tls tls-switchyard "$d/sy" "$d" "$P_TLSSY_HTTP" "$P_TLSSY" "$P_TLSSY_METRICS" false
     declare -A TLSURL=(
         [nginx]="https://127.0.0.1:$P_TLSNGINX/"
         [haproxy]="https://127.0.0.1:$P_TLSHAP/"
@@ -1214,15 +1188,7 @@ TOML
     for t in "${TLS_TARGETS[@]}"; do WRK_CPU=0 wrk_run "$TMP/tls.warm" 1 32 1 "${TLSURL[$t]}" >/dev/null; done
     for r in $(seq "$ROUNDS"); do
         for t in "${TLS_TARGETS[@]}"; do
-            f=$TMP/tls.$t.$r
-            read -r u0 k0 < <(cpu_ticks "${PID[${TLSPID[$t]}]}")
-            WRK_CPU=0 wrk_run "$f" 1 32 "$DURATION" "${TLSURL[$t]}" >"$f.v"
-            read -r u1 k1 < <(cpu_ticks "${PID[${TLSPID[$t]}]}")
-            read -r rps p50 p99 errs <"$f.v"
-            awk -v u=$((u1 - u0)) -v k=$((k1 - k0)) -v hz="$(getconf CLK_TCK)" -v rps="$rps" -v d="$DURATION" \
-                'BEGIN { n = rps * d; printf "%.1f %.0f\n", (u + k) / hz * 1e6 / n, 100 * k / (u + k) }' >"$f.cpu"
-            printf '   round %d  %-11s %8s req/s  p50 %6s ms  p99 %6s ms  errors %s  cpu %s us/req (%s%% kernel)\n' \
-                "$r" "$t" "$rps" "$p50" "$p99" "$errs" $(cat "$f.cpu")
+            pinned_round "$TMP/tls.$t.$r" "$t" "$r" "${TLSURL[$t]}" "${PID[${TLSPID[$t]}]}"
         done
     done
     pin "0-$(( $(nproc) - 1 ))" "${PID[backend]}"
