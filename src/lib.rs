@@ -39,6 +39,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod admin_http;
+pub mod admission;
 pub mod app;
 pub mod clock;
 pub mod color;

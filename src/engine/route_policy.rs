@@ -1,19 +1,16 @@
-//! A route's own request policies at the HTTP/1.1 engine: reads the fields cors.rs,
-//! rate_limit.rs and route_limits.rs decide on out of the parsed head, and turns their
-//! verdicts into an answer of switchyard's own (204 preflight, 413, 429) or into what the
-//! exchange needs to carry (the CORS lines of the response). The decisions are theirs;
-//! nothing here decides.
+//! A route's own request policies at the HTTP/1.1 engine: reads the fields they look at out
+//! of the parsed head and writes admission.rs's verdict as header lines: an answer of
+//! switchyard's own (204 preflight, 413, 429), or the CORS lines the exchange carries into
+//! the response. Which answer a request gets is admission.rs's (shared with HTTP/2).
 //!
 //! A route with none of these policies costs three field checks per request.
-
 use std::net::IpAddr;
 
 use super::framing::Framing;
 use super::head::Request;
 use super::{pool, response};
+use crate::admission::{self, Ask, CorsFields};
 use crate::cors::Policy;
-use crate::rate_limit::{self, Verdict};
-use crate::route_limits::Body;
 use crate::routing::Route;
 
 /// What a request admitted on its route carries into the exchange.
@@ -35,8 +32,8 @@ pub(crate) struct Local {
     pub extra: Vec<u8>,
 }
 
-/// Body size, then rate limit, then CORS preflight: the cheapest refusal first, and a
-/// preflight counts against the rate limit like any request (as nginx's `limit_req` does).
+/// The route's policies (admission.rs) on a parsed head: forward it, with the CORS lines of
+/// its response, or answer.
 #[inline]
 pub(crate) fn admit(
     req: &Request<'_, '_>,
@@ -57,59 +54,58 @@ pub(crate) fn admit(
         .cors
         .as_ref()
         .and_then(|_| crate::cors::single(origins()));
-    // Refusals on a CORS route carry its headers, so a page can read its 413 or 429.
-    // The buffer is a pooled one the exchange gives back: no allocation per request.
-    let cors_lines = |p: &Policy| {
-        let mut out = pool::scratch();
-        p.actual_each(origin, |n, v| response::push_field(&mut out, n, v));
-        out
+    let ask = Ask {
+        method: req.method,
+        length: match req.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        },
+        size_unknown: req.framing == Framing::Chunked,
+        can_collect: true,
+        first_origin: route.cors.as_ref().and_then(|_| origins().next()),
+        request_method: route
+            .cors
+            .as_ref()
+            .and_then(|_| req.header("access-control-request-method")),
+        key_header: route
+            .rate_limit
+            .as_ref()
+            .and_then(|l| l.header())
+            .and_then(|h| req.header(h)),
     };
-    let length = match req.framing {
-        Framing::Length(n) => Some(n),
-        _ => None,
+    // The CORS lines go into a pooled buffer the exchange gives back: no allocation per
+    // request.
+    let cors_lines = |p: &Policy, out: &mut Vec<u8>| {
+        p.actual_each(origin, |n, v| response::push_field(out, n, v))
     };
-    // A chunked body to collect is the exchange's to read (route_limits.rs decides again there).
-    match route.limits.body(length, req.framing == Framing::Chunked) {
-        Body::TooLarge => return Err(Local {
-            status: 413,
-            body: "switchyard: the request body is larger than this route takes (max_body_bytes)\n",
-            refused: Some("body_too_large"),
-            extra: route.cors.as_ref().map(cors_lines).unwrap_or_default(),
+    match admission::decide(route, client, &ask) {
+        Ok(false) => Ok(Admitted::default()),
+        Ok(true) => Ok(Admitted {
+            cors: route.cors.as_ref().map(|p| {
+                let mut out = pool::scratch();
+                cors_lines(p, &mut out);
+                out
+            }),
         }),
-        Body::Collect { .. } | Body::Stream => {}
-    }
-    if let Some(l) = &route.rate_limit {
-        let header = l.header().and_then(|h| req.header(h));
-        if let Verdict::Limited { retry_after } =
-            l.check(rate_limit::key(l.source(), client, header))
-        {
-            let mut extra = format!("Retry-After: {retry_after}\r\n").into_bytes();
-            if let Some(p) = &route.cors {
-                extra.extend_from_slice(&cors_lines(p));
+        Err(a) => {
+            let mut extra = match a.retry_after {
+                Some(s) => format!("Retry-After: {s}\r\n").into_bytes(),
+                None => Vec::new(),
+            };
+            // Refusals on a CORS route carry its headers, so a page can read its 413 or 429.
+            match (a.cors, &route.cors) {
+                (CorsFields::Actual, Some(p)) => cors_lines(p, &mut extra),
+                (CorsFields::Preflight, Some(p)) => {
+                    response::push_fields(&mut extra, &p.preflight(origin, ask.request_method))
+                }
+                _ => {}
             }
-            return Err(Local {
-                status: 429,
-                body: "switchyard: too many requests; retry after the time in Retry-After\n",
-                refused: Some("rate_limited"),
+            Err(Local {
+                status: a.status,
+                body: a.text,
+                refused: a.refused,
                 extra,
-            });
+            })
         }
     }
-    let Some(policy) = &route.cors else {
-        return Ok(Admitted { cors: None });
-    };
-    let request_method = req.header("access-control-request-method");
-    if Policy::is_preflight(req.method, origins().next(), request_method) {
-        let mut extra = Vec::new();
-        response::push_fields(&mut extra, &policy.preflight(origin, request_method));
-        return Err(Local {
-            status: 204,
-            body: "",
-            refused: None,
-            extra,
-        });
-    }
-    Ok(Admitted {
-        cors: Some(cors_lines(policy)),
-    })
 }

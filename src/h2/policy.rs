@@ -1,21 +1,19 @@
 //! A route's own request policies on the HTTP/2 path: the counterpart of
-//! engine/route_policy.rs for a pingora request head. It reads what cors.rs, rate_limit.rs
-//! and route_limits.rs decide on, and turns their verdicts into switchyard's own answer
-//! (204 preflight, 411, 413, 429) or into the CORS headers the response gets. The decisions
-//! are theirs; nothing here decides, and nothing here writes to the client (gateway.rs does).
+//! engine/route_policy.rs for a pingora request head. It reads the fields the policies look
+//! at and writes admission.rs's verdict (shared with HTTP/1.1) as header pairs: switchyard's
+//! own answer (204 preflight, 411, 413, 429) or the CORS headers the response gets. Nothing
+//! here decides, and nothing here writes to the client (gateway.rs does).
 //!
 //! One difference from HTTP/1.1: a body of unknown length (DATA frames without
 //! `content-length`) on a route with `max_body_bytes` cannot be collected before it is
 //! forwarded, as the engine does with a chunked one, so it is refused with 411 Length
-//! Required rather than forwarded in part (RFC 9110 §15.5.12).
-
+//! Required rather than forwarded in part (RFC 9110 §15.5.12): `can_collect` is false.
 use std::net::IpAddr;
 
 use pingora::http::RequestHeader;
 
-use crate::cors::{self, Headers, Policy};
-use crate::rate_limit::{self, Verdict};
-use crate::route_limits::Body;
+use crate::admission::{self, Ask, CorsFields};
+use crate::cors::{self, Headers};
 use crate::routing::Route;
 
 /// switchyard's own answer instead of forwarding.
@@ -29,9 +27,9 @@ pub struct Local {
     pub extra: Headers,
 }
 
-/// Body size, then rate limit, then CORS preflight, in the engine's order. `Ok` carries the
-/// CORS headers of the response (`None`: not a CORS route). `body_empty`: the request ends
-/// with its head (END_STREAM on HEADERS, or `content-length: 0`).
+/// The route's policies (admission.rs) on a pingora request head. `Ok` carries the CORS
+/// headers of the response (`None`: not a CORS route). `body_empty`: the request ends with
+/// its head (END_STREAM on HEADERS, or `content-length: 0`).
 pub fn admit(
     req: &RequestHeader,
     body_empty: bool,
@@ -43,67 +41,54 @@ pub fn admit(
     }
     let origins = || req.headers.get_all("origin").iter().map(|v| v.as_bytes());
     let origin = route.cors.as_ref().and_then(|_| cors::single(origins()));
-    let cors_of = |p: &Policy| p.actual(origin);
+    let field = |name: &str| req.headers.get(name).map(|v| v.as_bytes());
     let length = req
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    match route.limits.body(length, length.is_none() && !body_empty) {
-        Body::TooLarge => {
-            return Err(Local {
-                status: 413,
-                text: "switchyard: the request body is larger than this route takes (max_body_bytes)\n",
-                refused: Some("body_too_large"),
-                extra: route.cors.as_ref().map(cors_of).unwrap_or_default(),
-            })
-        }
-        Body::Collect { .. } => {
-            return Err(Local {
-                status: 411,
-                text: "switchyard: this route limits request bodies (max_body_bytes); send content-length\n",
-                refused: Some("length_required"),
-                extra: route.cors.as_ref().map(cors_of).unwrap_or_default(),
-            })
-        }
-        Body::Stream => {}
-    }
-    if let Some(l) = &route.rate_limit {
-        let header = l
-            .header()
-            .and_then(|h| req.headers.get(h))
-            .map(|v| v.as_bytes());
-        if let Verdict::Limited { retry_after } =
-            l.check(rate_limit::key(l.source(), client, header))
-        {
-            let mut extra: Headers = vec![("Retry-After", retry_after.to_string().into_bytes())];
-            if let Some(p) = &route.cors {
-                extra.extend(cors_of(p));
-            }
-            return Err(Local {
-                status: 429,
-                text: "switchyard: too many requests; retry after the time in Retry-After\n",
-                refused: Some("rate_limited"),
-                extra,
-            });
-        }
-    }
-    let Some(policy) = &route.cors else {
-        return Ok(None);
+    let ask = Ask {
+        method: req.method.as_str(),
+        length,
+        size_unknown: length.is_none() && !body_empty,
+        can_collect: false,
+        first_origin: route.cors.as_ref().and_then(|_| origins().next()),
+        request_method: route
+            .cors
+            .as_ref()
+            .and_then(|_| field("access-control-request-method")),
+        key_header: route
+            .rate_limit
+            .as_ref()
+            .and_then(|l| l.header())
+            .and_then(field),
     };
-    let request_method = req
-        .headers
-        .get("access-control-request-method")
-        .map(|v| v.as_bytes());
-    if Policy::is_preflight(req.method.as_str(), origins().next(), request_method) {
-        return Err(Local {
-            status: 204,
-            text: "",
-            refused: None,
-            extra: policy.preflight(origin, request_method),
-        });
+    match admission::decide(route, client, &ask) {
+        Ok(cors) => Ok(route
+            .cors
+            .as_ref()
+            .filter(|_| cors)
+            .map(|p| p.actual(origin))),
+        Err(a) => {
+            let mut extra: Headers = Vec::new();
+            if let Some(s) = a.retry_after {
+                extra.push(("Retry-After", s.to_string().into_bytes()));
+            }
+            match (a.cors, &route.cors) {
+                (CorsFields::Actual, Some(p)) => extra.extend(p.actual(origin)),
+                (CorsFields::Preflight, Some(p)) => {
+                    extra.extend(p.preflight(origin, ask.request_method))
+                }
+                _ => {}
+            }
+            Err(Local {
+                status: a.status,
+                text: a.text,
+                refused: a.refused,
+                extra,
+            })
+        }
     }
-    Ok(Some(cors_of(policy)))
 }
 
 #[cfg(test)]
