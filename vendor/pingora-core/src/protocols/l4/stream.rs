@@ -623,18 +623,26 @@ impl Stream {
         }
     }
 
-    /// switchyard patch (see PATCHED.md): the TCP socket itself, for a caller that does its
-    /// own buffering and keeps its own timing, so its reads and writes skip this type's
-    /// layers. `Err(self)` unless the stream is TCP with nothing buffered, rewound or
-    /// traced, so no byte and no callback is lost; the digests are dropped (read them first).
-    pub fn into_tcp(mut self) -> std::result::Result<TcpStream, Self> {
-        let plain = match self.stream.as_ref() {
+    /// switchyard patch (see PATCHED.md): a TCP socket with nothing in this stream's read
+    /// or write buffer, so it can be taken out (`into_tcp`) or re-registered (`rehome`)
+    /// without losing a byte.
+    fn is_bare_tcp(&self) -> bool {
+        let empty = match self.stream.as_ref() {
             Some(BufferedStream::UnbufferedRead(w)) => w.buffer().is_empty(),
             Some(BufferedStream::BufferedRead(r)) => {
                 r.buffer().is_empty() && r.get_ref().buffer().is_empty()
             }
             None => false,
-        } && matches!(self.stream().get_ref().stream, RawStream::Tcp(_))
+        };
+        empty && matches!(self.stream().get_ref().stream, RawStream::Tcp(_))
+    }
+
+    /// switchyard patch (see PATCHED.md): the TCP socket itself, for a caller that does its
+    /// own buffering and keeps its own timing, so its reads and writes skip this type's
+    /// layers. `Err(self)` unless the stream is TCP with nothing buffered, rewound or
+    /// traced, so no byte and no callback is lost; the digests are dropped (read them first).
+    pub fn into_tcp(mut self) -> std::result::Result<TcpStream, Self> {
+        let plain = self.is_bare_tcp()
             && self.rewind_read_buf.is_empty()
             && self.tracer.is_none();
         if !plain {
@@ -655,14 +663,7 @@ impl Stream {
     /// an error the socket is closed and the stream must be dropped. Call it before
     /// `set_buffer`.
     pub fn rehome(&mut self) -> io::Result<()> {
-        let movable = match self.stream.as_ref() {
-            Some(BufferedStream::UnbufferedRead(w)) => w.buffer().is_empty(),
-            Some(BufferedStream::BufferedRead(r)) => {
-                r.buffer().is_empty() && r.get_ref().buffer().is_empty()
-            }
-            None => false,
-        } && matches!(self.stream().get_ref().stream, RawStream::Tcp(_));
-        if !movable {
+        if !self.is_bare_tcp() {
             return Ok(());
         }
         let Some(buffered) = self.stream.take() else {
